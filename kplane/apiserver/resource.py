@@ -74,6 +74,8 @@ class ResourceDef:
     prepare_update: PrepareUpdate | None = None
     validate_create: ValidateCreate | None = None
     validate_update: ValidateUpdate | None = None
+    # PUT of a missing object creates it (endpoints, leases, events upstream).
+    allow_create_on_update: bool = False
     # Whether strategic merge patch is accepted (built-ins yes, CRDs no: 415).
     strategic_merge: bool = True
     # Storage key prefix resource name (defaults to plural), e.g. "services/specs" upstream.

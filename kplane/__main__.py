@@ -1,0 +1,5 @@
+import sys
+
+from kplane.cli import main
+
+sys.exit(main())

@@ -1,0 +1,373 @@
+"""REST handlers: HTTP requests for a resource turned into Registry calls."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from kplane.apimachinery import errors
+from kplane.apimachinery.meta import now_rfc3339
+from kplane.apimachinery.selectors import parse_field_selector, parse_label_selector
+from kplane.apimachinery.table import build_table
+from kplane.apiserver import negotiation
+from kplane.apiserver.registry import ListOptions, ListResult, Registry, WatchEvent, WriteOptions
+from kplane.apiserver.requestinfo import RequestInfo
+
+Obj = dict[str, Any]
+
+MIN_REQUEST_TIMEOUT = 1800  # seconds; watches last a random time in [1x, 2x] upstream
+
+
+def json_response(obj: Any, status: int = 200, choice: negotiation.MediaChoice | None = None,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    body, ctype = negotiation.encode(obj, choice)
+    return web.Response(body=body, status=status, content_type=ctype, headers=headers)
+
+
+def status_response(err: errors.StatusError) -> web.Response:
+    return web.Response(body=orjson.dumps(err.to_status()), status=err.code, content_type="application/json",
+                        headers=err.headers or None)
+
+
+class ResourceHandler:
+    """Serves every resource request for the registries it is given."""
+
+    def __init__(self, registries: dict[tuple[str, str, str], Registry]):
+        # (group, version, plural) -> Registry
+        self.registries = registries
+
+    def lookup(self, info: RequestInfo) -> Registry | None:
+        return self.registries.get((info.api_group, info.api_version, info.resource))
+
+    async def handle(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        if info.subresource:
+            # Subresources served by a registry of their own (serviceaccounts/token, custom actions).
+            sub = self.registries.get((info.api_group, info.api_version, f"{info.resource}/{info.subresource}"))
+            if sub is not None:
+                return await self._subresource(request, info, sub)
+        reg = self.lookup(info)
+        if reg is None:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource",
+                                     {})
+        rdef = reg.rdef
+        if info.subresource and info.subresource not in rdef.subresources:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource", {})
+        if rdef.namespaced and not info.namespace and info.verb not in ("list", "watch"):
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource", {})
+        namespace = info.namespace if rdef.namespaced else ""
+        if rdef.kind == "Namespace":
+            namespace = ""
+        query = request.query
+        choice = negotiation.parse_accept(request.headers.get("Accept", ""))
+        verb = info.verb
+        if verb not in rdef.verbs and not (info.subresource and verb in ("get", "update", "patch")):
+            raise errors.method_not_allowed()
+        if verb == "get":
+            obj = await reg.get(namespace, info.name, query.get("resourceVersion", ""))
+            return self._object_response(reg, obj, choice)
+        if verb in ("list", "watch"):
+            opts = _list_options(reg, query)
+            if verb == "watch":
+                return await self._watch(request, reg, namespace, opts, choice)
+            result = await reg.list(namespace, opts)
+            return self._list_response(reg, result, choice, query)
+        wopts = _write_options(request, info)
+        if verb == "create":
+            body = await _read_body(request)
+            obj = await reg.create(namespace, body, wopts)
+            return self._object_response(reg, obj, choice, 201, wopts)
+        if verb == "update":
+            body = await _read_body(request)
+            obj, created = await reg.update(namespace, info.name, body, wopts)
+            return self._object_response(reg, obj, choice, 201 if created else 200, wopts)
+        if verb == "patch":
+            return await self._patch(request, reg, namespace, info, wopts, choice)
+        if verb == "delete":
+            options = await _delete_options(request)
+            obj, deleted_now = await reg.delete(namespace, info.name, options, wopts)
+            if deleted_now and not _returns_deleted_object(reg):
+                return json_response(reg.delete_status(obj))
+            return self._object_response(reg, obj, choice, 200 if deleted_now else 202, wopts)
+        if verb == "deletecollection":
+            options = await _delete_options(request)
+            opts = _list_options(reg, query)
+            result = await reg.delete_collection(namespace, options, opts, wopts)
+            return self._list_response(reg, result, choice, query)
+        raise errors.method_not_allowed()
+
+    async def _subresource(self, request: web.Request, info: RequestInfo, reg: Any) -> web.StreamResponse:
+        namespace = info.namespace if reg.rdef.namespaced else ""
+        choice = negotiation.parse_accept(request.headers.get("Accept", ""))
+        if info.verb == "create":
+            wopts = _write_options(request, info)
+            obj = await reg.create(namespace, await _read_body(request), wopts)
+            return json_response(obj, 201, choice)
+        if info.verb == "get":
+            return json_response(await reg.get(namespace, info.name), 200, choice)
+        raise errors.method_not_allowed()
+
+    # ---- responses ------------------------------------------------------
+
+    def _object_response(self, reg: Registry, obj: Obj, choice: negotiation.MediaChoice, status: int = 200,
+                         wopts: WriteOptions | None = None) -> web.Response:
+        headers = _warning_headers(wopts)
+        if choice.as_kind == "Table":
+            return json_response(build_table(reg.rdef.columns, [obj], include_object="Metadata",
+                                             resource_version=obj["metadata"].get("resourceVersion", "")),
+                                 status, headers=headers)
+        if choice.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
+            return json_response(_partial(obj), status, headers=headers)
+        return json_response(obj, status, choice, headers=headers)
+
+    def _list_response(self, reg: Registry, result: ListResult, choice: negotiation.MediaChoice,
+                       query: Any) -> web.Response:
+        rdef = reg.rdef
+        if choice.as_kind == "Table":
+            include = query.get("includeObject", "Metadata")
+            table = build_table(rdef.columns, result.items, include_object=include,
+                                resource_version=result.resource_version, continue_token=result.continue_token,
+                                remaining=result.remaining)
+            return json_response(table)
+        list_meta: Obj = {"resourceVersion": result.resource_version}
+        if result.continue_token:
+            list_meta["continue"] = result.continue_token
+        if result.remaining is not None:
+            list_meta["remainingItemCount"] = result.remaining
+        if choice.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
+            return json_response({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                                  "metadata": list_meta, "items": [_partial(o) for o in result.items]})
+        body = {"kind": rdef.list_kind, "apiVersion": rdef.api_version, "metadata": list_meta,
+                "items": result.items}
+        return json_response(body, 200, choice)
+
+    async def _watch(self, request: web.Request, reg: Registry, namespace: str, opts: ListOptions,
+                     choice: negotiation.MediaChoice) -> web.StreamResponse:
+        query = request.query
+        bookmarks = query.get("allowWatchBookmarks", "").lower() in ("1", "true")
+        send_initial = query.get("sendInitialEvents")
+        send_initial_events = None if send_initial is None else send_initial.lower() == "true"
+        if send_initial_events is not None and opts.resource_version_match != "NotOlderThan":
+            raise errors.invalid("ListOptions", "", [errors.field_forbidden(
+                "sendInitialEvents", "sendInitialEvents is forbidden for watch unless "
+                "resourceVersionMatch is set to NotOlderThan")])
+        timeout = _watch_timeout(query)
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                       "Cache-Control": "no-cache, private"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        first_table = True
+        stream = reg.watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events)
+        try:
+            async with asyncio.timeout(timeout):
+                async for ev in stream:
+                    if ev.type == "BOOKMARK" and not bookmarks:
+                        continue
+                    obj = self._watch_object(reg, ev, choice, first_table)
+                    if choice.as_kind == "Table" and ev.type not in ("BOOKMARK", "ERROR"):
+                        first_table = False
+                    await resp.write(orjson.dumps({"type": ev.type, "object": obj}) + b"\n")
+        except (TimeoutError, ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            await stream.aclose()
+        try:
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        return resp
+
+    def _watch_object(self, reg: Registry, ev: WatchEvent, choice: negotiation.MediaChoice,
+                      first_table: bool) -> Obj:
+        if ev.type in ("BOOKMARK", "ERROR"):
+            return ev.object
+        if choice.as_kind == "Table":
+            table = build_table(reg.rdef.columns, [ev.object], include_object="Metadata",
+                                resource_version=ev.object["metadata"].get("resourceVersion", ""))
+            if not first_table:
+                table["columnDefinitions"] = None
+            return table
+        if choice.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
+            return _partial(ev.object)
+        return ev.object
+
+    async def _patch(self, request: web.Request, reg: Registry, namespace: str, info: RequestInfo,
+                     wopts: WriteOptions, choice: negotiation.MediaChoice) -> web.Response:
+        from kplane.apimachinery import apply as ssa
+        from kplane.apimachinery import patch as patches
+
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        kind = negotiation.PATCH_TYPES.get(ctype)
+        if kind is None or (kind == "strategic" and not reg.rdef.strategic_merge):
+            raise errors.StatusError(415, "UnsupportedMediaType",
+                                     f"the body of the request was in an unknown format - accepted media "
+                                     f"types include: {', '.join(_patch_types(reg))}")
+        raw = await request.read()
+        if len(raw) > negotiation.MAX_BODY_BYTES:
+            raise errors.too_large()
+        schema = reg.rdef.schema
+        create_if_missing = None
+        if kind == "json":
+            body = negotiation.decode_body(raw, ctype)
+
+            def apply_patch(current: Obj) -> Obj:
+                return patches.apply_json_patch(current, body)
+        elif kind == "merge":
+            body = _object_body(negotiation.decode_body(raw, ctype))
+
+            def apply_patch(current: Obj) -> Obj:
+                return patches.apply_merge_patch(current, body)
+        elif kind == "strategic":
+            body = _object_body(negotiation.decode_body(raw, ctype))
+
+            def apply_patch(current: Obj) -> Obj:
+                return patches.apply_strategic_merge_patch(current, body, schema)
+        else:
+            body = _object_body(negotiation.decode_body(raw, ctype))
+            if not request.query.get("fieldManager"):
+                raise errors.bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required "
+                                         "value: is required for apply patch")
+            wopts.apply = True
+            force = request.query.get("force", "").lower() in ("1", "true")
+            _check_applied(reg, body, info.name, namespace)
+
+            def apply_patch(current: Obj) -> Obj:
+                return ssa.server_side_apply(current, body, manager=wopts.field_manager, force=force,
+                                             schema=schema, api_version=reg.rdef.api_version,
+                                             now=now_rfc3339(), subresource=info.subresource)
+
+            def create_if_missing() -> Obj:
+                return ssa.server_side_apply(None, body, manager=wopts.field_manager, force=force,
+                                             schema=schema, api_version=reg.rdef.api_version,
+                                             now=now_rfc3339(), subresource=info.subresource)
+        obj = await reg.patch(namespace, info.name, apply_patch, wopts, create_if_missing=create_if_missing)
+        return self._object_response(reg, obj, choice, 200, wopts)
+
+
+# ---- request parsing ----------------------------------------------------
+
+
+def _patch_types(reg: Registry) -> list[str]:
+    return [t for t, k in negotiation.PATCH_TYPES.items() if k != "strategic" or reg.rdef.strategic_merge]
+
+
+def _object_body(body: Any) -> Obj:
+    if not isinstance(body, dict):
+        raise errors.bad_request("the patch must be a JSON object")
+    return body
+
+
+def _check_applied(reg: Registry, body: Obj, name: str, namespace: str) -> None:
+    m = body.get("metadata") or {}
+    if not body.get("apiVersion") or not body.get("kind"):
+        raise errors.bad_request("invalid object type: apiVersion and kind must be set in an apply patch")
+    if m.get("name") and m["name"] != name:
+        raise errors.bad_request("the name of the object (%s) does not match the name on the URL (%s)"
+                                 % (m["name"], name))
+
+
+async def _read_body(request: web.Request) -> Any:
+    if request.content_length and request.content_length > negotiation.MAX_BODY_BYTES:
+        raise errors.too_large()
+    raw = await request.content.read(negotiation.MAX_BODY_BYTES + 1)
+    if len(raw) > negotiation.MAX_BODY_BYTES:
+        raise errors.too_large()
+    if not raw:
+        raise errors.bad_request("the request body is empty")
+    return negotiation.decode_body(raw, request.headers.get("Content-Type", "application/json"))
+
+
+async def _delete_options(request: web.Request) -> Obj:
+    raw = await request.read()
+    options: Obj = {}
+    if raw.strip():
+        decoded = negotiation.decode_body(raw, request.headers.get("Content-Type", "application/json"))
+        if not isinstance(decoded, dict):
+            raise errors.bad_request("DeleteOptions must be an object")
+        options = decoded
+    q = request.query
+    if "propagationPolicy" in q:
+        options["propagationPolicy"] = q["propagationPolicy"]
+    if "gracePeriodSeconds" in q:
+        options["gracePeriodSeconds"] = q["gracePeriodSeconds"]
+    return options
+
+
+def _dry_run(query: Any) -> bool:
+    values = query.getall("dryRun", [])
+    for v in values:
+        if v != "All":
+            raise errors.bad_request(f'dryRun: Unsupported value: "{v}": supported values: "All"')
+    return bool(values)
+
+
+def _write_options(request: web.Request, info: RequestInfo) -> WriteOptions:
+    q = request.query
+    validation = q.get("fieldValidation", "Warn")
+    if validation not in ("Strict", "Warn", "Ignore"):
+        raise errors.bad_request(f"fieldValidation parameter unsupported: {validation}")
+    manager = q.get("fieldManager", "")
+    if not manager:
+        agent = request.headers.get("User-Agent", "unknown")
+        manager = agent.split("/")[0][:128]
+    return WriteOptions(user=request.get("user"), dry_run=_dry_run(q), field_manager=manager,
+                        field_validation=validation, subresource=info.subresource, name=info.name)
+
+
+def _list_options(reg: Registry, query: Any) -> ListOptions:
+    label_selector = None
+    field_selector = None
+    if query.get("labelSelector"):
+        label_selector = parse_label_selector(query["labelSelector"])
+    if query.get("fieldSelector"):
+        field_selector = parse_field_selector(query["fieldSelector"])
+        unsupported = field_selector.fields - reg.supported_fields()
+        if unsupported:
+            raise errors.bad_request(f'field label not supported: {sorted(unsupported)[0]}')
+    limit = 0
+    if query.get("limit"):
+        try:
+            limit = int(query["limit"])
+        except ValueError:
+            raise errors.bad_request(f'invalid limit "{query["limit"]}"') from None
+        limit = max(limit, 0)
+    rv_match = query.get("resourceVersionMatch", "")
+    if rv_match not in ("", "Exact", "NotOlderThan"):
+        raise errors.bad_request(f'resourceVersionMatch: Unsupported value: "{rv_match}"')
+    rv = query.get("resourceVersion", "")
+    if rv_match and not rv:
+        raise errors.bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
+    if query.get("continue") and rv_match:
+        raise errors.bad_request("resourceVersionMatch is forbidden when continue is provided")
+    return ListOptions(label_selector=label_selector, field_selector=field_selector, limit=limit,
+                       continue_token=query.get("continue", ""), resource_version=rv,
+                       resource_version_match=rv_match)
+
+
+def _watch_timeout(query: Any) -> float:
+    if query.get("timeoutSeconds"):
+        try:
+            return max(float(query["timeoutSeconds"]), 0.0)
+        except ValueError:
+            raise errors.bad_request(f'invalid timeoutSeconds "{query["timeoutSeconds"]}"') from None
+    return MIN_REQUEST_TIMEOUT * (1 + random.random())
+
+
+def _warning_headers(wopts: WriteOptions | None) -> dict[str, str] | None:
+    if not wopts or not wopts.warnings:
+        return None
+    # One header per warning upstream; aiohttp's dict headers take one value, so join per RFC 7234.
+    return {"Warning": ", ".join(f'299 - "{w.replace(chr(34), chr(92) + chr(34))}"' for w in wopts.warnings)}
+
+
+def _partial(obj: Obj) -> Obj:
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
+
+
+def _returns_deleted_object(reg: Registry) -> bool:
+    # Upstream's generic store answers a Status for most types; these return the object.
+    return reg.rdef.kind in ("Namespace", "CustomResourceDefinition", "APIService") or bool(
+        getattr(reg.rdef, "return_deleted_object", False))

@@ -1,0 +1,92 @@
+"""Content negotiation: request bodies in, response media types out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import yaml
+
+from kplane.apimachinery import errors
+
+MAX_BODY_BYTES = 3 * 1024 * 1024  # upstream's 3 MiB request body limit
+
+JSON = "application/json"
+AGGREGATED_DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+PATCH_TYPES = {
+    "application/json-patch+json": "json",
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/apply-patch+yaml": "apply",
+}
+
+
+@dataclass
+class MediaChoice:
+    """What the client asked the response to be."""
+
+    as_kind: str = ""  # "", "Table", "PartialObjectMetadata", "PartialObjectMetadataList", "APIGroupDiscoveryList"
+    yaml: bool = False
+
+
+def parse_accept(accept: str) -> MediaChoice:
+    """Pick the first acceptable alternative, in the client's order, as upstream does.
+
+    Protobuf is not served; a client that accepts only protobuf gets 406.
+    """
+    if not accept:
+        return MediaChoice()
+    saw_protobuf_only = True
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        mime = fields[0].lower()
+        params = {}
+        for f in fields[1:]:
+            if "=" in f:
+                k, v = f.split("=", 1)
+                params[k.strip()] = v.strip()
+        if mime in ("application/json", "*/*", "application/*", "application/yaml"):
+            saw_protobuf_only = False
+            as_kind = params.get("as", "")
+            if as_kind:
+                group, version = params.get("g", ""), params.get("v", "")
+                if as_kind == "Table" and group == "meta.k8s.io" and version in ("v1", "v1beta1"):
+                    return MediaChoice("Table")
+                if as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList") and \
+                        group == "meta.k8s.io" and version in ("v1", "v1beta1"):
+                    return MediaChoice(as_kind)
+                if as_kind == "APIGroupDiscoveryList" and group == "apidiscovery.k8s.io" and version == "v2":
+                    return MediaChoice(as_kind)
+                continue  # an "as" we do not serve: try the next alternative
+            return MediaChoice(yaml=mime == "application/yaml")
+    if saw_protobuf_only:
+        raise errors.not_acceptable("only the following media types are accepted: application/json, "
+                                    "application/yaml")
+    return MediaChoice()
+
+
+def decode_body(body: bytes, content_type: str) -> Any:
+    """Decode a JSON or YAML request body; malformed input is a 400."""
+    if len(body) > MAX_BODY_BYTES:
+        raise errors.too_large()
+    mime = content_type.split(";")[0].strip().lower()
+    if mime in ("", "application/json", "application/merge-patch+json", "application/json-patch+json",
+                "application/strategic-merge-patch+json"):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise errors.bad_request(f"error decoding request body: {e}") from None
+    if mime in ("application/yaml", "application/apply-patch+yaml", "text/yaml"):
+        try:
+            return yaml.safe_load(body)
+        except yaml.YAMLError as e:
+            raise errors.bad_request(f"error decoding YAML: {e}") from None
+    raise errors.unsupported_media_type(content_type)
+
+
+def encode(obj: Any, choice: MediaChoice | None = None) -> tuple[bytes, str]:
+    if choice is not None and choice.yaml:
+        return yaml.safe_dump(obj, sort_keys=False).encode(), "application/yaml"
+    return orjson.dumps(obj), JSON

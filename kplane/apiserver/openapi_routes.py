@@ -1,0 +1,73 @@
+"""Serving /openapi/v2 and /openapi/v3 from the installed ResourceDefs.
+
+Documents are regenerated only when the set of definitions changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from kplane.apimachinery import errors
+from kplane.apiserver import openapi
+from kplane.apiserver.server import GenericAPIServer
+
+
+class OpenAPIService:
+    def __init__(self, server: GenericAPIServer):
+        self.server = server
+        self._v2: bytes | None = None
+        self._v3_docs: dict[str, bytes] | None = None
+        self._v3_index: bytes | None = None
+        server.on_defs_changed.append(self.invalidate)
+
+    def invalidate(self) -> None:
+        self._v2 = None
+        self._v3_docs = None
+        self._v3_index = None
+
+    def v2(self) -> bytes:
+        if self._v2 is None:
+            self._v2 = orjson.dumps(openapi.openapi_v2(self.server.defs, self.server.version_info["gitVersion"]))
+        return self._v2
+
+    def v3_documents(self) -> dict[str, bytes]:
+        if self._v3_docs is None:
+            by_gv: dict[str, list[Any]] = {}
+            for d in self.server.defs:
+                path = f"apis/{d.group}/{d.version}" if d.group else f"api/{d.version}"
+                by_gv.setdefault(path, []).append(d)
+            self._v3_docs = {p: orjson.dumps(openapi.openapi_v3_document(defs)) for p, defs in by_gv.items()}
+        return self._v3_docs
+
+    def v3_index(self) -> bytes:
+        if self._v3_index is None:
+            self._v3_index = orjson.dumps(openapi.openapi_v3_index(self.server.defs))
+        return self._v3_index
+
+    async def handle_v2(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.v2(), content_type="application/json")
+
+    async def handle_v3(self, request: web.Request) -> web.Response:
+        path = request.path.rstrip("/")
+        if path == "/openapi/v3":
+            return web.Response(body=self.v3_index(), content_type="application/json")
+        doc = self.v3_documents().get(path[len("/openapi/v3/"):])
+        if doc is None:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource", {})
+        headers = {"Cache-Control": "public, immutable"} if request.query.get("hash") else {}
+        return web.Response(body=doc, content_type="application/json", headers=headers)
+
+
+def install_openapi(server: GenericAPIServer) -> OpenAPIService:
+    service = OpenAPIService(server)
+    server.non_resource["/openapi/v2"] = service.handle_v2
+
+    async def v3_delegate(request: web.Request, info: Any) -> web.StreamResponse | None:
+        if request.path.startswith("/openapi/v3"):
+            return await service.handle_v3(request)
+        return None
+
+    server.delegates.append(v3_delegate)
+    return service

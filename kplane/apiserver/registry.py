@@ -1,0 +1,680 @@
+"""The generic registry: every verb of one ResourceDef over a Store.
+
+This is kplane's genericregistry.Store: it turns API semantics (names,
+uid, generation, resourceVersion preconditions, status subresource,
+finalizers, dry run, managed fields) into Store calls. It knows nothing of
+HTTP; the handlers translate requests into calls here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import orjson
+
+from kplane.apimachinery import errors
+from kplane.apimachinery.meta import generate_name, meta, new_uid, now_rfc3339
+from kplane.apimachinery.pruning import prune
+from kplane.apiserver.resource import Obj, ResourceDef
+from kplane.storage.cacher import Cacher
+from kplane.storage.interface import (KV, CompactedError, FutureRevisionError, KeyExistsError,
+                                      KeyNotFoundError, RevisionConflictError, Store)
+
+_CONTINUE_VERSION = "meta.k8s.io/v1"
+_MAX_UPDATE_RETRIES = 16
+_SERVER_SET_META = ("uid", "creationTimestamp", "resourceVersion", "generation", "deletionTimestamp",
+                    "deletionGracePeriodSeconds", "selfLink")
+
+
+@dataclass
+class WriteOptions:
+    """What a write request carries beside its body."""
+
+    user: Any = None
+    dry_run: bool = False
+    field_manager: str = ""
+    field_validation: str = "Warn"  # Strict | Warn | Ignore
+    force: bool = False
+    subresource: str = ""
+    name: str = ""  # the name in the URL (for subresource registries)
+    # Server-side apply maintains managedFields itself.
+    apply: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ListOptions:
+    label_selector: Any = None  # selectors.LabelSelector or None
+    field_selector: Any = None  # selectors.FieldSelector or None
+    limit: int = 0
+    continue_token: str = ""
+    resource_version: str = ""
+    resource_version_match: str = ""
+
+
+@dataclass
+class ListResult:
+    items: list[Obj]
+    resource_version: str
+    continue_token: str = ""
+    remaining: int | None = None
+
+
+@dataclass
+class WatchEvent:
+    type: str  # ADDED MODIFIED DELETED BOOKMARK ERROR
+    object: Obj
+
+
+# Hooks other parts of the control plane attach to a registry: the namespace
+# lifecycle check before creates, ClusterIP allocation for services, ...
+CreateHook = Callable[[Obj, WriteOptions], Awaitable[None]]
+DeleteHook = Callable[[Obj], Awaitable[None]]
+
+
+class Registry:
+    def __init__(self, rdef: ResourceDef, store: Store, cacher: Cacher):
+        self.rdef = rdef
+        self.store = store
+        self.cacher = cacher
+        self.before_create: list[CreateHook] = []
+        self.after_delete: list[DeleteHook] = []
+        self.namespace_check: Callable[[str], Awaitable[None]] | None = None
+
+    # ---- encoding -------------------------------------------------------
+
+    def decode(self, kv: KV) -> Obj:
+        obj = orjson.loads(kv.value)
+        obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
+        if self.rdef.from_storage:
+            obj = self.rdef.from_storage(obj)
+        return obj
+
+    def encode(self, obj: Obj) -> bytes:
+        stored = self.rdef.to_storage(obj) if self.rdef.to_storage else obj
+        m = stored["metadata"]
+        rv = m.pop("resourceVersion", None)
+        try:
+            return orjson.dumps(stored)
+        finally:
+            if rv is not None:
+                m["resourceVersion"] = rv
+
+    def _key(self, namespace: str, name: str) -> str:
+        return self.rdef.key(namespace if self.rdef.namespaced else None, name)
+
+    def _not_found(self, name: str) -> errors.StatusError:
+        return errors.not_found(self.rdef.plural, name, self.rdef.group)
+
+    # ---- reads ----------------------------------------------------------
+
+    async def get(self, namespace: str, name: str, resource_version: str = "") -> Obj:
+        key = self._key(namespace, name)
+        if resource_version == "0":
+            hit = self.cacher.get(key)
+        else:
+            # Unset: the latest state. In a single process the cache is fed
+            # synchronously after each write; waiting on the current revision
+            # keeps this consistent for backends fed asynchronously too.
+            await self._fresh(resource_version)
+            hit = self.cacher.get(key)
+        if hit is None:
+            raise self._not_found(name)
+        return _copy(hit[1])
+
+    async def _fresh(self, resource_version: str) -> None:
+        if resource_version and resource_version != "0":
+            rv = _parse_rv(resource_version)
+        else:
+            rv = await self.store.current_revision()
+        await self.cacher.wait_until_fresh(rv)
+
+    async def list(self, namespace: str, opts: ListOptions) -> ListResult:
+        prefix = self.rdef.key_prefix(namespace or None)
+        if opts.continue_token:
+            rv, start_after = _decode_continue(opts.continue_token, prefix)
+            return await self._list_from_store(prefix, rv, start_after, opts)
+        if opts.limit > 0 and opts.resource_version != "0":
+            rv = 0
+            if opts.resource_version and opts.resource_version_match == "Exact":
+                rv = _parse_rv(opts.resource_version)
+            return await self._list_from_store(prefix, rv, None, opts)
+        if opts.resource_version_match == "Exact" and opts.resource_version:
+            return await self._list_from_store(prefix, _parse_rv(opts.resource_version), None, opts)
+        if opts.resource_version != "0":
+            await self._fresh(opts.resource_version)
+        entries, revision, _ = self.cacher.list(prefix)
+        items = [_copy(obj) for _, obj in entries if self._matches(obj, opts)]
+        return ListResult(items, str(revision))
+
+    async def _list_from_store(self, prefix: str, rv: int, start_after: str | None,
+                               opts: ListOptions) -> ListResult:
+        items: list[Obj] = []
+        last_key = start_after
+        try:
+            while True:
+                page = await self.store.list(prefix, revision=rv, start_after=last_key,
+                                             limit=(opts.limit - len(items)) if opts.limit else 0)
+                rv = page.revision
+                for kv in page.items:
+                    obj = self.decode(kv)
+                    last_key = kv.key
+                    if self._matches(obj, opts):
+                        items.append(obj)
+                if not page.more or (opts.limit and len(items) >= opts.limit):
+                    more = page.more
+                    break
+        except CompactedError:
+            if opts.continue_token:
+                raise errors.expired(
+                    "The provided continue parameter is too old to display a consistent list result. "
+                    "You can start a new list without the continue parameter, or use the continue token "
+                    "in this response to retrieve the remainder of the results. Continuing with the "
+                    "provided token results in an inconsistent list - objects that were created, "
+                    "modified, or deleted between the time the first chunk was returned and now may show "
+                    "up in the list.") from None
+            raise errors.expired(f"too old resource version: {rv}") from None
+        except FutureRevisionError as e:
+            raise errors.timeout(f"Too large resource version: {e.requested}, current: {e.current}") from None
+        token = _encode_continue(rv, last_key[len(prefix):]) if more and last_key else ""
+        return ListResult(items, str(rv), token)
+
+    def _matches(self, obj: Obj, opts: ListOptions) -> bool:
+        if opts.label_selector is not None and not opts.label_selector.matches(
+                obj.get("metadata", {}).get("labels") or {}):
+            return False
+        if opts.field_selector is not None and not opts.field_selector.matches(
+                lambda f: self.field_value(obj, f)):
+            return False
+        return True
+
+    def field_value(self, obj: Obj, field_name: str) -> str | None:
+        m = obj.get("metadata", {})
+        if field_name == "metadata.name":
+            return m.get("name", "")
+        if field_name == "metadata.namespace":
+            return m.get("namespace", "")
+        getter = self.rdef.field_selectors.get(field_name)
+        return getter(obj) if getter else None
+
+    def supported_fields(self) -> set[str]:
+        return {"metadata.name", "metadata.namespace", *self.rdef.field_selectors}
+
+    # ---- watch ----------------------------------------------------------
+
+    async def watch(self, namespace: str, opts: ListOptions, *, bookmarks: bool = False,
+                    send_initial_events: bool | None = None,
+                    bookmark_interval: float = 60.0) -> AsyncIterator[WatchEvent]:
+        prefix = self.rdef.key_prefix(namespace or None)
+        rv_param = opts.resource_version
+        initial: list[Obj] = []
+        if send_initial_events is None:
+            send_initial_events = rv_param in ("", "0")
+        if send_initial_events:
+            if rv_param not in ("", "0"):
+                await self.cacher.wait_until_fresh(_parse_rv(rv_param))
+            elif rv_param == "":
+                await self._fresh("")
+            entries, revision, _ = self.cacher.list(prefix)
+            initial = [obj for _, obj in entries if self._matches(obj, opts)]
+            start = revision
+        else:
+            start = _parse_rv(rv_param)
+        try:
+            stream = self.cacher.watch(prefix, start)
+        except CompactedError as e:
+            yield _expired_event(e)
+            return
+        for obj in initial:
+            yield WatchEvent("ADDED", _copy(obj))
+        last_rv = start
+        if send_initial_events and opts.resource_version_match == "NotOlderThan" and bookmarks:
+            yield WatchEvent("BOOKMARK", self._bookmark(last_rv, initial_end=True))
+        iterator = stream.__aiter__()
+        next_item: asyncio.Task | None = None
+        try:
+            while True:
+                if next_item is None:
+                    next_item = asyncio.ensure_future(iterator.__anext__())
+                done, _ = await asyncio.wait({next_item}, timeout=bookmark_interval if bookmarks else None)
+                if not done:
+                    yield WatchEvent("BOOKMARK", self._bookmark(max(last_rv, self.cacher.revision)))
+                    continue
+                try:
+                    ev = next_item.result()
+                except StopAsyncIteration:
+                    return
+                except CompactedError as e:
+                    yield _expired_event(e)
+                    return
+                finally:
+                    next_item = None
+                converted = self._convert_event(ev, opts)
+                last_rv = ev.revision
+                if converted is not None:
+                    yield converted
+        finally:
+            if next_item is not None:
+                next_item.cancel()
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _convert_event(self, ev: Any, opts: ListOptions) -> WatchEvent | None:
+        """Apply selectors the way upstream's cacher does: an object that stops
+        matching is reported DELETED, one that starts matching ADDED."""
+        obj = ev.object
+        prev = ev.prev_object
+        cur_ok = self._matches(obj, opts)
+        if ev.type == "DELETED":
+            return WatchEvent("DELETED", _copy(obj)) if cur_ok else None
+        prev_ok = prev is not None and self._matches(prev, opts)
+        if ev.type == "ADDED" or prev is None:
+            return WatchEvent("ADDED", _copy(obj)) if cur_ok else None
+        if cur_ok and prev_ok:
+            return WatchEvent("MODIFIED", _copy(obj))
+        if cur_ok:
+            return WatchEvent("ADDED", _copy(obj))
+        if prev_ok:
+            gone = _copy(prev)
+            gone["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            return WatchEvent("DELETED", gone)
+        return None
+
+    def _bookmark(self, rv: int, initial_end: bool = False) -> Obj:
+        m: Obj = {"resourceVersion": str(rv)}
+        if initial_end:
+            m["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return {"kind": self.rdef.kind, "apiVersion": self.rdef.api_version, "metadata": m}
+
+    # ---- writes ---------------------------------------------------------
+
+    async def create(self, namespace: str, obj: Obj, opts: WriteOptions) -> Obj:
+        rdef = self.rdef
+        self._check_type_meta(obj)
+        m = meta(obj)
+        self._check_namespace(namespace, m)
+        if m.get("resourceVersion"):
+            raise errors.bad_request("resourceVersion should not be set on objects to be created")
+        if not m.get("name") and m.get("generateName"):
+            m["name"] = generate_name(m["generateName"])
+        self._drop_unknown(obj, opts)
+        for k in _SERVER_SET_META:
+            m.pop(k, None)
+        m["uid"] = new_uid()
+        m["creationTimestamp"] = now_rfc3339()
+        if rdef.has_status:
+            m["generation"] = 1
+            if "status" in rdef.subresources:
+                obj.pop("status", None)
+        if rdef.prepare_create:
+            rdef.prepare_create(obj)
+        self._validate(obj, None)
+        if rdef.namespaced and self.namespace_check is not None:
+            await self.namespace_check(namespace)
+        for hook in self.before_create:
+            await hook(obj, opts)
+        if not opts.apply:
+            self._track_fields(None, obj, opts, "Update")
+        if opts.dry_run:
+            return obj
+        key = self._key(namespace, m["name"])
+        try:
+            kv = await self.store.create(key, self.encode(obj))
+        except KeyExistsError:
+            raise errors.already_exists(rdef.plural, m["name"], rdef.group) from None
+        return self.decode(kv)
+
+    def _check_type_meta(self, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the body of the request must be a JSON object")
+        api_version = obj.get("apiVersion")
+        kind = obj.get("kind")
+        if api_version and api_version != self.rdef.api_version:
+            raise errors.bad_request(f"the API version in the data ({api_version}) does not match the "
+                                     f"expected API version ({self.rdef.api_version})")
+        if kind and kind != self.rdef.kind:
+            raise errors.bad_request(f"the kind in the data ({kind}) does not match the expected kind "
+                                     f"({self.rdef.kind})")
+        obj["apiVersion"] = self.rdef.api_version
+        obj["kind"] = self.rdef.kind
+
+    def _check_namespace(self, namespace: str, m: Obj) -> None:
+        if self.rdef.namespaced:
+            ns = m.get("namespace")
+            if ns and ns != namespace:
+                raise errors.bad_request("the namespace of the provided object does not match the "
+                                         "namespace sent on the request")
+            m["namespace"] = namespace
+        else:
+            m.pop("namespace", None)
+
+    def _drop_unknown(self, obj: Obj, opts: WriteOptions) -> None:
+        unknown = prune(obj, self.rdef.schema)
+        if not unknown or opts.field_validation == "Ignore":
+            return
+        if opts.field_validation == "Strict":
+            if len(unknown) == 1:
+                raise errors.bad_request(f'strict decoding error: unknown field "{unknown[0][1:]}"')
+            listed = ", ".join(f'unknown field "{u[1:]}"' for u in unknown)
+            raise errors.bad_request(f"strict decoding error: {listed}")
+        opts.warnings.extend(f'unknown field "{u[1:]}"' for u in unknown)
+
+    def _validate(self, obj: Obj, old: Obj | None) -> None:
+        from kplane.apimachinery.validation import validate_object_meta, validate_object_meta_update
+
+        rdef = self.rdef
+        causes = validate_object_meta(obj, namespaced=rdef.namespaced, name_validation=rdef.name_validation,
+                                      is_create=old is None)
+        if old is not None:
+            causes += validate_object_meta_update(obj, old)
+            if rdef.validate_update:
+                causes += rdef.validate_update(obj, old)
+        elif rdef.validate_create:
+            causes += rdef.validate_create(obj)
+        if causes:
+            raise errors.invalid(rdef.kind, obj.get("metadata", {}).get("name", ""), causes, rdef.group)
+
+    def _track_fields(self, old: Obj | None, new: Obj, opts: WriteOptions, operation: str) -> None:
+        from kplane.apimachinery.apply import update_managed_fields
+
+        if not opts.field_manager:
+            return
+        update_managed_fields(old, new, manager=opts.field_manager, operation=operation,
+                              subresource=opts.subresource, api_version=self.rdef.api_version,
+                              now=now_rfc3339(), schema=self.rdef.schema)
+
+    async def update(self, namespace: str, name: str, obj: Obj, opts: WriteOptions) -> tuple[Obj, bool]:
+        """PUT. Returns (object, created)."""
+        self._check_type_meta(obj)
+        m = meta(obj)
+        self._check_namespace(namespace, m)
+        if m.get("name") and m["name"] != name:
+            raise errors.bad_request("the name of the object (%s) does not match the name on the URL (%s)"
+                                     % (m["name"], name))
+        m["name"] = name
+        self._drop_unknown(obj, opts)
+        rv = m.get("resourceVersion", "")
+        key = self._key(namespace, name)
+        current = await self.store.get(key)
+        if current is None:
+            if not self.rdef.allow_create_on_update or opts.subresource:
+                raise self._not_found(name)
+            return await self.create(namespace, obj, opts), True
+
+        def mutate(_old: Obj) -> Obj:
+            return _copy(obj)
+
+        expected = _parse_rv(rv) if rv else 0
+        return await self._guaranteed_update(key, name, mutate, opts, expected), False
+
+    async def patch(self, namespace: str, name: str, apply_patch: Callable[[Obj], Obj], opts: WriteOptions,
+                    *, create_if_missing: Callable[[], Obj] | None = None) -> Obj:
+        """PATCH: `apply_patch` turns the current object into the desired one.
+
+        For server-side apply a missing object is created from
+        `create_if_missing()`; other patch types answer 404.
+        """
+        key = self._key(namespace, name)
+        current = await self.store.get(key)
+        if current is None:
+            if create_if_missing is None or opts.subresource:
+                raise self._not_found(name)
+            obj = create_if_missing()
+            meta(obj)["name"] = name
+            return await self.create(namespace, obj, opts)
+
+        def mutate(old: Obj) -> Obj:
+            new = apply_patch(_copy(old))
+            if not isinstance(new, dict):
+                raise errors.bad_request("the patch did not produce an object")
+            self._check_type_meta(new)
+            self._drop_unknown(new, opts)
+            nm = meta(new)
+            if nm.get("name", name) != name:
+                raise errors.bad_request("metadata.name: Invalid value: the name of the object does not "
+                                         "match the name on the URL")
+            return new
+
+        return await self._guaranteed_update(key, name, mutate, opts, 0, patching=True)
+
+    async def _guaranteed_update(self, key: str, name: str, mutate: Callable[[Obj], Obj],
+                                 opts: WriteOptions, expected: int, patching: bool = False) -> Obj:
+        rdef = self.rdef
+        for _ in range(_MAX_UPDATE_RETRIES):
+            kv = await self.store.get(key)
+            if kv is None:
+                raise self._not_found(name)
+            old = self.decode(kv)
+            new = mutate(_copy(old))
+            nm = meta(new)
+            new_rv = nm.get("resourceVersion", "")
+            if patching and new_rv and new_rv != old["metadata"]["resourceVersion"]:
+                # A patch that carries a resourceVersion is a precondition.
+                raise errors.conflict(rdef.plural, name, rdef.group)
+            if expected and expected != kv.mod_revision:
+                raise errors.conflict(rdef.plural, name, rdef.group)
+            new = self._prepare_update(new, old, opts)
+            self._validate(new, old)
+            if not opts.apply:
+                self._track_fields(old, new, opts, "Update")
+            if _semantically_equal(new, old):
+                return old
+            deleting = bool(new["metadata"].get("deletionTimestamp"))
+            if deleting and not new["metadata"].get("finalizers") and not self._has_pending_finalizers(new):
+                if opts.dry_run:
+                    return new
+                await self._delete_now(key, kv.mod_revision)
+                return new
+            if opts.dry_run:
+                return new
+            try:
+                written = await self.store.update(key, self.encode(new), expected_revision=kv.mod_revision)
+            except RevisionConflictError:
+                if expected:
+                    raise errors.conflict(rdef.plural, name, rdef.group) from None
+                continue
+            except KeyNotFoundError:
+                raise self._not_found(name) from None
+            return self.decode(written)
+        raise errors.conflict(rdef.plural, name, rdef.group, "too many concurrent updates, try again")
+
+    def _has_pending_finalizers(self, obj: Obj) -> bool:
+        # Namespaces also wait on spec.finalizers (the "kubernetes" finalizer).
+        return bool(self.rdef.kind == "Namespace" and obj.get("spec", {}).get("finalizers"))
+
+    def _prepare_update(self, new: Obj, old: Obj, opts: WriteOptions) -> Obj:
+        rdef = self.rdef
+        nm, om = new["metadata"], old["metadata"]
+        for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+            if k in om:
+                if k not in ("uid", "creationTimestamp") or k not in nm:
+                    nm[k] = om[k]
+            else:
+                if k not in ("uid", "creationTimestamp"):
+                    nm.pop(k, None)
+        nm["resourceVersion"] = om["resourceVersion"]
+        if om.get("deletionTimestamp") and _added_finalizers(nm, om):
+            raise errors.invalid(rdef.kind, nm.get("name", ""), [errors.field_forbidden(
+                "metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
+                rdef.group)
+        if opts.subresource == "finalize":
+            # /finalize changes only a namespace's spec.finalizers.
+            result = _copy(old)
+            result.setdefault("spec", {})["finalizers"] = list((new.get("spec") or {}).get("finalizers") or [])
+            return result
+        if opts.subresource == "status":
+            # /status changes only status (and nothing of spec or metadata but labels/annotations
+            # are ignored too, as upstream's status strategies do).
+            result = _copy(old)
+            if "status" in new:
+                result["status"] = new["status"]
+            else:
+                result.pop("status", None)
+            result["metadata"]["managedFields"] = nm.get("managedFields", om.get("managedFields"))
+            if result["metadata"]["managedFields"] is None:
+                result["metadata"].pop("managedFields")
+            return result
+        if "status" in rdef.subresources:
+            if "status" in old:
+                new["status"] = old["status"]
+            else:
+                new.pop("status", None)
+        if rdef.prepare_update:
+            rdef.prepare_update(new, old)
+        if rdef.has_status and _spec_changed(new, old):
+            nm["generation"] = om.get("generation", 1) + 1
+        return new
+
+    async def delete(self, namespace: str, name: str, options: Obj, opts: WriteOptions) -> tuple[Obj, bool]:
+        """Returns (object, deleted_now). A false `deleted_now` means finalizers hold it (202)."""
+        rdef = self.rdef
+        key = self._key(namespace, name)
+        pre = (options or {}).get("preconditions") or {}
+        policy = (options or {}).get("propagationPolicy")
+        if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
+            raise errors.invalid("DeleteOptions", "", [errors.field_not_supported(
+                "propagationPolicy", policy, ["Foreground", "Background", "Orphan", "nil"])])
+        for _ in range(_MAX_UPDATE_RETRIES):
+            kv = await self.store.get(key)
+            if kv is None:
+                raise self._not_found(name)
+            obj = self.decode(kv)
+            m = obj["metadata"]
+            if pre.get("uid") and pre["uid"] != m.get("uid"):
+                raise errors.conflict(rdef.plural, name, rdef.group,
+                                      f"Precondition failed: UID in precondition: {pre['uid']}, "
+                                      f"UID in object meta: {m.get('uid')}")
+            if pre.get("resourceVersion") and pre["resourceVersion"] != m["resourceVersion"]:
+                raise errors.conflict(rdef.plural, name, rdef.group,
+                                      f"Precondition failed: ResourceVersion in precondition: "
+                                      f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                                      f"{m['resourceVersion']}")
+            finalizers = list(m.get("finalizers") or [])
+            if policy == "Foreground" and "foregroundDeletion" not in finalizers and not m.get(
+                    "deletionTimestamp"):
+                finalizers.append("foregroundDeletion")
+            if policy == "Orphan" and "orphan" not in finalizers and not m.get("deletionTimestamp"):
+                finalizers.append("orphan")
+            pending = finalizers or self._has_pending_finalizers(obj)
+            if pending:
+                if m.get("deletionTimestamp"):
+                    return obj, False
+                m["deletionTimestamp"] = now_rfc3339()
+                m["deletionGracePeriodSeconds"] = 0
+                if finalizers:
+                    m["finalizers"] = finalizers
+                if rdef.kind == "Namespace":
+                    obj.setdefault("status", {})["phase"] = "Terminating"
+                if opts.dry_run:
+                    return obj, False
+                try:
+                    written = await self.store.update(key, self.encode(obj), expected_revision=kv.mod_revision)
+                except RevisionConflictError:
+                    continue
+                return self.decode(written), False
+            if opts.dry_run:
+                return obj, True
+            try:
+                await self._delete_now(key, kv.mod_revision)
+            except RevisionConflictError:
+                continue
+            except KeyNotFoundError:
+                raise self._not_found(name) from None
+            return obj, True
+        raise errors.conflict(rdef.plural, name, rdef.group, "too many concurrent updates, try again")
+
+    async def _delete_now(self, key: str, expected: int) -> None:
+        deleted = await self.store.delete(key, expected_revision=expected)
+        if self.after_delete:
+            obj = self.decode(deleted)
+            for hook in self.after_delete:
+                await hook(obj)
+
+    async def delete_collection(self, namespace: str, options: Obj, list_opts: ListOptions,
+                                opts: WriteOptions) -> ListResult:
+        listed = await self.list(namespace, ListOptions(label_selector=list_opts.label_selector,
+                                                        field_selector=list_opts.field_selector))
+        deleted = []
+        for obj in listed.items:
+            m = obj["metadata"]
+            try:
+                result, _ = await self.delete(m.get("namespace", ""), m["name"], options, opts)
+                deleted.append(result)
+            except errors.StatusError as e:
+                if e.code != 404:
+                    raise
+        return ListResult(deleted, listed.resource_version)
+
+    def delete_status(self, obj: Obj) -> Obj:
+        m = obj.get("metadata", {})
+        details: Obj = {"name": m.get("name", ""), "kind": self.rdef.plural, "uid": m.get("uid", "")}
+        if self.rdef.group:
+            details["group"] = self.rdef.group
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+
+def _expired_event(e: CompactedError) -> WatchEvent:
+    status = errors.expired(f"too old resource version: {e.requested} ({e.compacted})").to_status()
+    return WatchEvent("ERROR", status)
+
+
+def _copy(obj: Obj) -> Obj:
+    # orjson round trip: several times faster than copy.deepcopy for JSON data.
+    return orjson.loads(orjson.dumps(obj))
+
+
+def _parse_rv(value: str) -> int:
+    try:
+        rv = int(value)
+        if rv < 0:
+            raise ValueError
+        return rv
+    except ValueError:
+        raise errors.bad_request(f'invalid resource version "{value}"') from None
+
+
+def _encode_continue(rv: int, start: str) -> str:
+    token = orjson.dumps({"v": _CONTINUE_VERSION, "rv": rv, "start": start + "\x00"})
+    return base64.urlsafe_b64encode(token).decode().rstrip("=")
+
+
+def _decode_continue(token: str, prefix: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = orjson.loads(raw)
+        if data.get("v") != _CONTINUE_VERSION or not isinstance(data.get("rv"), int):
+            raise ValueError
+        start = str(data.get("start", "")).rstrip("\x00")
+        if start.startswith("/") or ".." in start.split("/"):
+            raise ValueError
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise errors.bad_request("continue key is not valid: incorrect encoded start resourceVersion "
+                                 "(version meta.k8s.io/v1)") from None
+    return data["rv"], prefix + start
+
+
+def _added_finalizers(nm: Obj, om: Obj) -> bool:
+    return bool(set(nm.get("finalizers") or []) - set(om.get("finalizers") or []))
+
+
+def _spec_changed(new: Obj, old: Obj) -> bool:
+    ignore = ("metadata", "status", "apiVersion", "kind")
+    return {k: v for k, v in new.items() if k not in ignore} != {k: v for k, v in old.items() if k not in ignore}
+
+
+def _semantically_equal(new: Obj, old: Obj) -> bool:
+    """Upstream skips the write (and keeps the resourceVersion) when an update changes nothing
+    but managedFields timestamps."""
+    def strip(o: Obj) -> Obj:
+        c = dict(o)
+        m = dict(c.get("metadata", {}))
+        mf = m.pop("managedFields", None)
+        if mf:
+            m["managedFields"] = [{k: v for k, v in e.items() if k != "time"} for e in mf]
+        c["metadata"] = m
+        return c
+    return strip(new) == strip(old)

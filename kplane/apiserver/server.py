@@ -1,0 +1,335 @@
+"""The generic API server both kplane and extension servers are built from.
+
+Filter chain (as upstream): recover -> request-info -> authentication ->
+authorization -> dispatch. Dispatch goes, in order, to: non-resource paths
+(health, version, metrics, OpenAPI), discovery, the `delegates` (the
+aggregator's proxy installs itself there), then the local resource handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any, Awaitable, Callable, Protocol
+
+from aiohttp import web
+
+from kplane.apimachinery import errors
+from kplane.apiserver import discovery as disco
+from kplane.apiserver import negotiation
+from kplane.apiserver.auth import ALLOW, RequestAttributes, UserInfo
+from kplane.apiserver.handlers import ResourceHandler, json_response, status_response
+from kplane.apiserver.health import HealthChecks
+from kplane.apiserver.registry import Registry
+from kplane.apiserver.requestinfo import RequestInfo, resolve
+from kplane.apiserver.resource import ResourceDef
+from kplane.storage.cacher import Cacher
+from kplane.storage.interface import Store
+
+log = logging.getLogger("kplane.apiserver")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A delegate may claim a request (return a response) or pass (return None).
+Delegate = Callable[[web.Request, RequestInfo], Awaitable[web.StreamResponse | None]]
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, request: web.Request) -> UserInfo | None: ...
+
+
+class Authorizer(Protocol):
+    async def authorize(self, attrs: RequestAttributes) -> tuple[str, str]: ...
+
+
+ANONYMOUS = UserInfo("system:anonymous", ("system:unauthenticated",))
+
+# Paths anyone may read without credentials until RBAC decides otherwise
+# (upstream's system:public-info-viewer).
+PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
+
+
+class GenericAPIServer:
+    def __init__(self, store: Store, *, authenticator: Authenticator, authorizer: Authorizer,
+                 version_info: dict[str, str], anonymous_auth: bool = True):
+        self.store = store
+        self.authenticator = authenticator
+        self.authorizer = authorizer
+        self.version_info = version_info
+        self.anonymous_auth = anonymous_auth
+        self.registries: dict[tuple[str, str, str], Registry] = {}
+        self.cachers: dict[str, Cacher] = {}
+        self.defs: list[ResourceDef] = []
+        self.group_priority: dict[str, int] = {}
+        self.resource_handler = ResourceHandler(self.registries)
+        self.delegates: list[Delegate] = []
+        self.health = HealthChecks()
+        self.non_resource: dict[str, Handler] = {}
+        self.discovery = LocalDiscovery(self)
+        self.on_defs_changed: list[Callable[[], None]] = []
+        self.server_address = "127.0.0.1:6443"
+        self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+
+    # ---- resources ------------------------------------------------------
+
+    def install(self, rdef: ResourceDef) -> Registry:
+        """Serve `rdef`. Definitions sharing a storage prefix share one watch cache."""
+        prefix = rdef.key_prefix()
+        cacher = self.cachers.get(prefix)
+        registry = Registry(rdef, self.store, cacher)  # type: ignore[arg-type]
+        if cacher is None:
+            cacher = Cacher(self.store, prefix, registry.decode)
+            self.cachers[prefix] = cacher
+            registry.cacher = cacher
+            if self._runner is not None:
+                asyncio.ensure_future(cacher.start())
+        self.registries[(rdef.group, rdef.version, rdef.plural)] = registry
+        self.defs.append(rdef)
+        self._defs_changed()
+        return registry
+
+    def install_virtual(self, registry: Any) -> None:
+        """Serve a registry whose objects are not stored (see apiserver/virtual.py)."""
+        rdef = registry.rdef
+        self.registries[(rdef.group, rdef.version, rdef.plural)] = registry
+        self.defs.append(rdef)
+        self._defs_changed()
+
+    async def uninstall(self, rdef: ResourceDef) -> None:
+        self.registries.pop((rdef.group, rdef.version, rdef.plural), None)
+        self.defs = [d for d in self.defs if d is not rdef]
+        prefix = rdef.key_prefix()
+        if not any(d.key_prefix() == prefix for d in self.defs):
+            cacher = self.cachers.pop(prefix, None)
+            if cacher is not None:
+                await cacher.stop()
+        self._defs_changed()
+
+    def _defs_changed(self) -> None:
+        for cb in self.on_defs_changed:
+            cb()
+
+    def registry(self, group: str, version: str, plural: str) -> Registry:
+        return self.registries[(group, version, plural)]
+
+    # ---- lifecycle ------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=negotiation.MAX_BODY_BYTES + 1024,
+                              middlewares=[self._filters])
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        return app
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+        for cacher in self.cachers.values():
+            await cacher.start()
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, backlog=1024)
+        await site.start()
+
+    async def stop(self) -> None:
+        self.health.shutting_down = True
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for cacher in list(self.cachers.values()):
+            await cacher.stop()
+
+    # ---- filters --------------------------------------------------------
+
+    @web.middleware
+    async def _filters(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            info = resolve(request.method, request.path, request.query)  # type: ignore[arg-type]
+            request["info"] = info
+            user = await self.authenticator.authenticate(request)
+            if user is None:
+                if not self.anonymous_auth:
+                    raise errors.unauthorized()
+                user = ANONYMOUS
+            request["user"] = user
+            attrs = _attributes(user, info)
+            decision, reason = await self.authorizer.authorize(attrs)
+            if decision != ALLOW:
+                if user is ANONYMOUS and not request.path.startswith(PUBLIC_PATHS) \
+                        and not getattr(self.authorizer, "authorizes_anonymous", False):
+                    raise errors.unauthorized()
+                raise errors.forbidden(forbidden_message(attrs, reason), attrs.resource, attrs.name,
+                                       attrs.api_group)
+            request["attributes"] = attrs
+            return await handler(request)
+        except errors.StatusError as e:
+            return status_response(e)
+        except web.HTTPException:
+            raise
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # noqa: BLE001 - the recover filter: log and answer a Status, never crash
+            log.exception("internal error serving %s %s", request.method, request.path)
+            return status_response(errors.internal(str(e)))
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        info: RequestInfo = request["info"]
+        path = request.path.rstrip("/") or "/"
+        for delegate in self.delegates:
+            resp = await delegate(request, info)
+            if resp is not None:
+                return resp
+        if info.is_resource_request:
+            return await self.resource_handler.handle(request, info)
+        handler = self.non_resource.get(path)
+        if handler is not None:
+            return await handler(request)
+        for endpoint in ("healthz", "livez", "readyz"):
+            if path == "/" + endpoint:
+                return await self.health.handle(request, endpoint)
+            if path.startswith(f"/{endpoint}/"):
+                return await self.health.handle(request, endpoint, path.split("/", 2)[2])
+        if path == "/version":
+            return json_response(self.version_info)
+        if path in ("/api", "/apis") or info.api_prefix:
+            return await self._discovery(request, info)
+        if path == "/":
+            return json_response({"paths": sorted(self._root_paths())})
+        raise errors.StatusError(404, "NotFound", "the server could not find the requested resource", {})
+
+    def _root_paths(self) -> set[str]:
+        paths = {"/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version", "/metrics",
+                 "/openapi/v2", "/openapi/v3"}
+        for d in self.defs:
+            if d.group:
+                paths.add(f"/apis/{d.group}")
+                paths.add(f"/apis/{d.group}/{d.version}")
+        return paths | set(self.non_resource)
+
+    async def _discovery(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            raise errors.method_not_allowed()
+        choice = negotiation.parse_accept(request.headers.get("Accept", ""))
+        path = request.path.rstrip("/")
+        if path in ("/api", "/apis") and choice.as_kind == "APIGroupDiscoveryList":
+            doc = await self.discovery.aggregated(path[1:])
+            tag = disco.etag(doc)
+            headers = {"ETag": tag, "Vary": "Accept",
+                       "Content-Type": negotiation.AGGREGATED_DISCOVERY_V2}
+            if request.headers.get("If-None-Match") == tag:
+                return web.Response(status=304, headers=headers)
+            body, _ = negotiation.encode(doc)
+            return web.Response(body=body, headers=headers)
+        if path == "/api":
+            return json_response(disco.api_versions(self.server_address))
+        if path == "/apis":
+            return json_response(await self.discovery.group_list())
+        if info.api_prefix == "api" and info.api_version and not info.is_resource_request:
+            doc = await self.discovery.resource_list("", info.api_version)
+        elif info.api_prefix == "apis" and info.api_group and not info.api_version:
+            doc = await self.discovery.group(info.api_group)
+        elif info.api_prefix == "apis" and info.api_version:
+            doc = await self.discovery.resource_list(info.api_group, info.api_version)
+        else:
+            doc = None
+        if doc is None:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource", {})
+        return json_response(doc)
+
+
+class LocalDiscovery:
+    """Discovery of the resources this server serves itself. The aggregator
+    wraps it to merge in remote groups."""
+
+    def __init__(self, server: GenericAPIServer):
+        self.server = server
+
+    def local_groups(self) -> dict[str, dict[str, list[ResourceDef]]]:
+        groups: dict[str, dict[str, list[ResourceDef]]] = {}
+        for d in self.server.defs:
+            groups.setdefault(d.group, {}).setdefault(d.version, []).append(d)
+        return groups
+
+    def ordered_versions(self, group: str, versions: list[str]) -> list[str]:
+        from kplane.apimachinery.versions import sort_versions
+
+        return sort_versions(versions)
+
+    def ordered_groups(self) -> list[str]:
+        groups = [g for g in self.local_groups() if g]
+        prio = self.server.group_priority
+        # Higher groupPriorityMinimum first, then by name, as upstream sorts APIServices.
+        return sorted(groups, key=lambda g: (-prio.get(g, 1000), g))
+
+    async def group_list(self) -> dict[str, Any]:
+        local = self.local_groups()
+        return disco.api_group_list([disco.api_group(g, self.ordered_versions(g, list(local[g])))
+                                     for g in self.ordered_groups()])
+
+    async def group(self, name: str) -> dict[str, Any] | None:
+        local = self.local_groups()
+        if name not in local or not name:
+            return None
+        return disco.api_group(name, self.ordered_versions(name, list(local[name])))
+
+    async def resource_list(self, group: str, version: str) -> dict[str, Any] | None:
+        defs = self.local_groups().get(group, {}).get(version)
+        if not defs:
+            return None
+        return disco.api_resource_list(f"{group}/{version}" if group else version, defs)
+
+    async def aggregated(self, prefix: str) -> dict[str, Any]:
+        local = self.local_groups()
+        if prefix == "api":
+            core = local.get("", {})
+            return disco.aggregated_list([disco.aggregated_group("", [
+                disco.aggregated_version(v, core[v]) for v in self.ordered_versions("", list(core))])] if core
+                else [])
+        items = []
+        for g in self.ordered_groups():
+            versions = self.ordered_versions(g, list(local[g]))
+            items.append(disco.aggregated_group(g, [disco.aggregated_version(v, local[g][v]) for v in versions]))
+        return disco.aggregated_list(items)
+
+
+def _attributes(user: UserInfo, info: RequestInfo) -> RequestAttributes:
+    return RequestAttributes(user=user, verb=info.verb, is_resource_request=info.is_resource_request,
+                             path=info.path, api_group=info.api_group, api_version=info.api_version,
+                             resource=info.resource, subresource=info.subresource, namespace=info.namespace,
+                             name=info.name)
+
+
+def forbidden_message(attrs: RequestAttributes, reason: str = "") -> str:
+    """Upstream's forbidden message (endpoints/handlers/responsewriters)."""
+    user = attrs.user.name
+    if not attrs.is_resource_request:
+        msg = f'User "{user}" cannot {attrs.verb} path "{attrs.path}"'
+    else:
+        resource = attrs.resource + (f"/{attrs.subresource}" if attrs.subresource else "")
+        msg = f'User "{user}" cannot {attrs.verb} resource "{resource}" in API group "{attrs.api_group}"'
+        if attrs.namespace:
+            msg += f' in the namespace "{attrs.namespace}"'
+        else:
+            msg += " at the cluster scope"
+    if reason:
+        msg += ": " + reason
+    return msg
+
+
+def peer_identity(request: web.Request) -> tuple[str, tuple[str, ...]] | None:
+    """CN and O of a verified TLS client certificate, if any."""
+    transport: Any = request.transport
+    if transport is None:
+        return None
+    cert = transport.get_extra_info("peercert")
+    if not cert:
+        return None
+    cn = ""
+    orgs: list[str] = []
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                cn = value
+            elif key == "organizationName":
+                orgs.append(value)
+    if not cn:
+        return None
+    return cn, tuple(orgs)

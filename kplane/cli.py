@@ -1,0 +1,79 @@
+"""The `kplane` command: `kplane serve` runs the API server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+
+def _feature_gates(value: str) -> dict[str, bool]:
+    gates: dict[str, bool] = {}
+    for item in filter(None, (v.strip() for v in value.split(","))):
+        name, _, enabled = item.partition("=")
+        if enabled.lower() not in ("true", "false"):
+            raise argparse.ArgumentTypeError(f"invalid feature gate {item!r}: want Name=true|false")
+        gates[name] = enabled.lower() == "true"
+    return gates
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the API server")
+    p.add_argument("--data-dir", default=str(Path.home() / ".kplane"), help="state directory (default ~/.kplane)")
+    p.add_argument("--bind-address", default="127.0.0.1")
+    p.add_argument("--secure-port", type=int, default=6443)
+    p.add_argument("--storage", default="sqlite", choices=["sqlite", "etcd"])
+    p.add_argument("--etcd-servers", default="", help="comma-separated etcd URLs (with --storage etcd)")
+    p.add_argument("--etcd-prefix", default="/registry")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
+    p.add_argument("--anonymous-auth", default="true", choices=["true", "false"])
+    p.add_argument("--feature-gates", type=_feature_gates, default={})
+    p.add_argument("-v", "--v", type=int, default=0, help="log verbosity")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kplane", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.v >= 4 else logging.INFO if args.v >= 1 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return _run_serve(args)
+    return 2
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from kplane.controlplane.controlplane import Options, serve
+
+    options = Options(data_dir=Path(args.data_dir).expanduser(), bind_address=args.bind_address,
+                      secure_port=args.secure_port, storage=args.storage,
+                      service_cluster_ip_range=args.service_cluster_ip_range,
+                      anonymous_auth=args.anonymous_auth == "true", feature_gates=args.feature_gates,
+                      etcd_servers=[s for s in args.etcd_servers.split(",") if s], etcd_prefix=args.etcd_prefix)
+    _install_uvloop()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(options, stop=stop)
+
+    asyncio.run(run())
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    uvloop.install()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""kplane's control plane: the generic API server with the built-in
+resources, PKI, authentication, the namespace lifecycle and its controllers.
+`kplane serve` builds one of these."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kplane.apiserver.server import GenericAPIServer
+from kplane.apiserver.authn_x509 import X509Authenticator
+from kplane.controlplane.authz import MastersOnlyAuthorizer
+from kplane.controlplane.namespaces import NamespaceController, ensure_default_namespaces, install_lifecycle
+from kplane.apiserver.openapi_routes import install_openapi
+from kplane.controlplane.pki import PKI, ensure_pki, write_kubeconfig
+from kplane.controlplane.serviceip import ClusterIPAllocator
+from kplane.controlplane.types import builtin_resources
+from kplane.storage.interface import Store
+
+log = logging.getLogger("kplane")
+
+KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-kplane", "gitCommit": "",
+                "gitTreeState": "clean", "buildDate": "2026-11-25T00:00:00Z", "goVersion": "python",
+                "compiler": "cpython", "platform": "linux/amd64", "emulationMajor": "1", "emulationMinor": "32",
+                "minCompatibilityMajor": "1", "minCompatibilityMinor": "31"}
+
+
+@dataclass
+class Options:
+    data_dir: Path
+    bind_address: str = "127.0.0.1"
+    secure_port: int = 6443
+    storage: str = "sqlite"
+    service_cluster_ip_range: str = "10.96.0.0/12"
+    anonymous_auth: bool = True
+    feature_gates: dict[str, bool] = field(default_factory=dict)
+    etcd_servers: list[str] = field(default_factory=list)
+    etcd_prefix: str = "/registry"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ControlPlane:
+    def __init__(self, options: Options, store: Store, pki: PKI):
+        self.options = options
+        self.store = store
+        self.pki = pki
+        self.server = GenericAPIServer(store, authenticator=X509Authenticator(),
+                                       authorizer=MastersOnlyAuthorizer(), version_info=KUBE_VERSION,
+                                       anonymous_auth=options.anonymous_auth)
+        self.server.server_address = f"{options.bind_address}:{options.secure_port}"
+        for rdef in builtin_resources():
+            self.server.install(rdef)
+        install_lifecycle(self.server)
+        ClusterIPAllocator(store, options.service_cluster_ip_range).install(
+            self.server.registry("", "v1", "services"))
+        install_openapi(self.server)
+        self.namespace_controller = NamespaceController(self.server)
+        self.ssl_context = serving_ssl_context(pki)
+
+    async def start(self) -> None:
+        await self.server.start(self.options.bind_address, self.options.secure_port, self.ssl_context)
+        await ensure_default_namespaces(self.server)
+        self.namespace_controller.start()
+
+    async def stop(self) -> None:
+        await self.namespace_controller.stop()
+        await self.server.stop()
+        await self.store.close()
+
+
+def serving_ssl_context(pki: PKI) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(pki.serving_cert, pki.serving_key)
+    # Client certificates are optional (tokens and anonymous requests have none);
+    # when one is sent it must chain to the client CA.
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.load_verify_locations(cafile=str(pki.ca_cert))
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def open_store(options: Options) -> Store:
+    if options.storage == "sqlite":
+        from kplane.storage.sqlite import open_sqlite_store
+
+        return await open_sqlite_store(str(options.data_dir / "kplane.db"))
+    if options.storage == "etcd":
+        try:
+            from kplane.storage.etcd import open_etcd_store  # type: ignore[import-not-found]
+        except ImportError:
+            raise SystemExit("kplane: --storage etcd is not built yet (see README)") from None
+        return await open_etcd_store(options.etcd_servers, prefix=options.etcd_prefix)
+    raise SystemExit(f"kplane: unknown --storage {options.storage!r} (sqlite or etcd)")
+
+
+async def build(options: Options) -> ControlPlane:
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    pki = ensure_pki(options.data_dir / "pki", hosts=[options.bind_address])
+    store = await open_store(options)
+    plane = ControlPlane(options, store, pki)
+    kubeconfig = options.data_dir / "admin.kubeconfig"
+    host = options.bind_address if ":" not in options.bind_address else f"[{options.bind_address}]"
+    write_kubeconfig(kubeconfig, f"https://{host}:{options.secure_port}", pki.ca_cert.read_bytes(),
+                     pki.admin_cert.read_bytes(), pki.admin_key.read_bytes())
+    return plane
+
+
+async def serve(options: Options, ready: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    plane = await build(options)
+    await plane.start()
+    log.info("kplane serving on https://%s:%d", options.bind_address, options.secure_port)
+    print(f"kplane is serving on https://{options.bind_address}:{options.secure_port}", flush=True)
+    print(f"kubeconfig: {options.data_dir / 'admin.kubeconfig'}", flush=True)
+    if ready is not None:
+        ready.set()
+    stop = stop or asyncio.Event()
+    try:
+        await stop.wait()
+    finally:
+        await plane.stop()

@@ -1,0 +1,163 @@
+"""Namespace lifecycle: the admission check that refuses content in missing
+or terminating namespaces, the default namespaces, and the namespace
+controller that empties a terminating namespace and then finalizes it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from kplane.apimachinery import errors
+from kplane.apiserver.registry import ListOptions, WriteOptions
+from kplane.apiserver.server import GenericAPIServer
+
+log = logging.getLogger("kplane.namespaces")
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# Namespaces upstream refuses to delete.
+IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
+
+
+def install_lifecycle(server: GenericAPIServer) -> None:
+    namespaces = server.registry("", "v1", "namespaces")
+
+    async def namespace_check(namespace: str) -> None:
+        hit = namespaces.cacher.get(namespaces.rdef.key(None, namespace))
+        if hit is None:
+            # The cache may lag a namespace created a moment ago by another replica.
+            try:
+                obj = await namespaces.get("", namespace)
+            except errors.StatusError:
+                raise errors.not_found("namespaces", namespace) from None
+        else:
+            obj = hit[1]
+        if obj.get("metadata", {}).get("deletionTimestamp"):
+            err = errors.forbidden(f"unable to create new content in namespace {namespace} because it is "
+                                   f"being terminated")
+            err.details = {"name": namespace, "kind": "namespaces", "causes": [
+                {"reason": "NamespaceTerminating", "message": f"namespace {namespace} is being terminated",
+                 "field": "metadata.namespace"}]}
+            raise err
+
+    for (group, version, plural), reg in server.registries.items():
+        if reg.rdef.namespaced:
+            reg.namespace_check = namespace_check
+    server.on_defs_changed.append(lambda: _attach_check(server, namespace_check))
+
+    original_delete = namespaces.delete
+
+    async def guarded_delete(namespace, name, options, opts):  # type: ignore[no-untyped-def]
+        if name in IMMORTAL_NAMESPACES:
+            raise errors.forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                                   "namespaces", name)
+        return await original_delete(namespace, name, options, opts)
+
+    namespaces.delete = guarded_delete  # type: ignore[method-assign]
+
+
+def _attach_check(server: GenericAPIServer, check) -> None:  # type: ignore[no-untyped-def]
+    for reg in server.registries.values():
+        if reg.rdef.namespaced and reg.namespace_check is None:
+            reg.namespace_check = check
+
+
+async def ensure_default_namespaces(server: GenericAPIServer) -> None:
+    namespaces = server.registry("", "v1", "namespaces")
+    for name in DEFAULT_NAMESPACES:
+        try:
+            await namespaces.create("", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                                    WriteOptions(field_manager="kplane"))
+        except errors.StatusError as e:
+            if e.code != 409:
+                raise
+
+
+class NamespaceController:
+    """Deletes everything in a terminating namespace, then removes the
+    `kubernetes` finalizer so the namespace itself goes away."""
+
+    def __init__(self, server: GenericAPIServer):
+        self.server = server
+        self._task: asyncio.Task | None = None
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        namespaces = self.server.registry("", "v1", "namespaces")
+        worker = asyncio.ensure_future(self._work())
+        try:
+            while True:
+                try:
+                    async for ev in namespaces.watch("", ListOptions(), bookmarks=False):
+                        if ev.type in ("ADDED", "MODIFIED") and ev.object["metadata"].get("deletionTimestamp"):
+                            self._queue.put_nowait(ev.object["metadata"]["name"])
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("namespace watch failed; restarting")
+                await asyncio.sleep(1)
+        finally:
+            worker.cancel()
+
+    async def _work(self) -> None:
+        while True:
+            name = await self._queue.get()
+            try:
+                done = await self._finalize(name)
+                if not done:
+                    await asyncio.sleep(0.5)
+                    self._queue.put_nowait(name)
+            except asyncio.CancelledError:
+                raise
+            except errors.StatusError as e:
+                if e.code != 404:
+                    log.warning("finalizing namespace %s: %s", name, e)
+                    await asyncio.sleep(1)
+                    self._queue.put_nowait(name)
+            except Exception:
+                log.exception("finalizing namespace %s", name)
+                await asyncio.sleep(1)
+                self._queue.put_nowait(name)
+
+    async def _finalize(self, name: str) -> bool:
+        """Returns True when the namespace needs no more work."""
+        namespaces = self.server.registry("", "v1", "namespaces")
+        ns = await namespaces.get("", name)
+        if not ns["metadata"].get("deletionTimestamp"):
+            return True
+        if "kubernetes" not in (ns.get("spec", {}).get("finalizers") or []):
+            return True
+        opts = WriteOptions(field_manager="kplane-namespace-controller")
+        remaining = 0
+        seen_prefixes: set[str] = set()
+        for reg in list(self.server.registries.values()):
+            prefix = reg.rdef.key_prefix(name)
+            if not reg.rdef.namespaced or prefix in seen_prefixes:
+                continue
+            seen_prefixes.add(prefix)
+            listed = await reg.list(name, ListOptions())
+            for obj in listed.items:
+                remaining += 1
+                if obj["metadata"].get("deletionTimestamp"):
+                    continue
+                try:
+                    await reg.delete(name, obj["metadata"]["name"], {"propagationPolicy": "Background"}, opts)
+                except errors.StatusError as e:
+                    if e.code != 404:
+                        raise
+        if remaining:
+            return False
+        ns["spec"]["finalizers"] = [f for f in ns["spec"]["finalizers"] if f != "kubernetes"]
+        await namespaces.update("", name, ns, WriteOptions(field_manager="kplane-namespace-controller",
+                                                           subresource="finalize"))
+        return True

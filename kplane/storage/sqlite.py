@@ -1,0 +1,477 @@
+"""SQLite backend for the Store protocol: the embedded default.
+
+Layout (kine-like MVCC, one database file in WAL mode):
+
+- ``log``: one row per write, ``revision`` is the global revision. A put row
+  holds the new value; a delete row (``deleted=1``) holds the value that was
+  deleted, so a DELETED event can be rebuilt from its row alone.
+  ``prev_revision`` is the key's mod_revision before the write (0 for a create).
+- ``current``: the live value of every key, so latest reads never touch the log.
+- ``meta``: the current and the compacted revision. The current revision is
+  stored rather than derived from MAX(log.revision) because compaction may
+  delete the newest row (a delete), and revisions must never be reused.
+
+Every database call runs on one dedicated worker thread: writes are serialized,
+revisions strictly increase, and the event loop never blocks on disk I/O.
+
+Watch fan-out: after a write commits, the worker hands its event to the loop
+with ``call_soon_threadsafe``. Those callbacks run in commit order and before
+the writer's own result is delivered, so by the time ``create``/``update``/
+``delete`` returns, every watcher's mailbox holds the event. A watcher registers
+its mailbox when ``watch()`` is called, then replays the log from
+``from_revision``; events then come from the mailbox, skipping revisions the
+replay already yielded, so nothing is lost or duplicated.
+
+Slow watchers never block writers: when a mailbox exceeds ``watch_queue_limit``
+it is emptied and marked for resync, and the watcher replays the missed events
+from the log (losslessly; CompactedError if they were compacted meanwhile).
+
+Extension beyond the Store protocol (used by the watch cache, mirrors etcd's
+progress notifications): ``watch(..., progress_notify=True)`` may also yield
+``Progress(revision)`` items, meaning "every event up to ``revision`` under this
+prefix has been yielded"; ``request_progress()`` sends one to every such watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sqlite3
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kplane.storage.interface import (
+    KV,
+    CompactedError,
+    Event,
+    FutureRevisionError,
+    KeyExistsError,
+    KeyNotFoundError,
+    ListResult,
+    RevisionConflictError,
+    StorageError,
+)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS log (
+    revision INTEGER PRIMARY KEY,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    create_revision INTEGER NOT NULL,
+    prev_revision INTEGER NOT NULL,
+    deleted INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_key_revision ON log (key, revision);
+CREATE TABLE IF NOT EXISTS current (
+    key BLOB PRIMARY KEY,
+    value BLOB NOT NULL,
+    create_revision INTEGER NOT NULL,
+    mod_revision INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
+"""
+
+_REPLAY_BATCH = 1000
+
+
+class StoreClosedError(StorageError):
+    def __init__(self) -> None:
+        super().__init__("store is closed")
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Watch item: every event up to `revision` under the prefix has been yielded."""
+
+    revision: int
+
+
+# Mailbox markers (compared by identity).
+_RESYNC = object()  # the mailbox overflowed and was emptied: replay from the log
+_CLOSED = object()  # the store closed: end the iterator
+
+
+def _prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
+    """Byte range [start, end) of keys with this prefix (etcd's prefix-end rule)."""
+    start = prefix.encode()
+    end = bytearray(start)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return start, bytes(end)
+        end.pop()
+    return start, None  # empty or all-0xff prefix: no upper bound
+
+
+class _Mailbox:
+    """Unbounded-looking, bounded-in-memory queue of one watcher (loop thread only)."""
+
+    __slots__ = ("items", "limit", "prefix", "progress", "waiter")
+
+    def __init__(self, prefix: str, progress: bool, limit: int):
+        self.prefix = prefix
+        self.progress = progress
+        self.limit = limit
+        self.items: deque[Any] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def push(self, item: Any) -> None:
+        if len(self.items) >= self.limit and item is not _CLOSED:
+            # Never block the writer and never drop silently: forget the backlog
+            # and let the watcher re-read it from the log.
+            self.items.clear()
+            self.items.append(_RESYNC)
+        if isinstance(item, Progress) and self.items and isinstance(self.items[-1], Progress):
+            self.items[-1] = item  # coalesce: only the newest progress matters
+        else:
+            self.items.append(item)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def pop(self) -> Any:
+        while not self.items:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.items.popleft()
+
+
+class SQLiteStore:
+    """Store backed by one SQLite file. See the module docstring for the design."""
+
+    def __init__(self, path: str, *, watch_queue_limit: int = 10_000):
+        self._path = path
+        self._watch_queue_limit = watch_queue_limit
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kplane-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        # Written by the worker thread only (after commit).
+        self._rev = 0
+        self._compacted = 0
+        # Loop-thread state.
+        self._dispatched_rev = 0  # newest revision handed to the watchers
+        self._mailboxes: set[_Mailbox] = set()
+        self._closed = False
+        # Opening is quick (a few pragmas and a schema check); doing it here keeps
+        # the store usable straight after construction. open_sqlite_store() runs
+        # it off the loop.
+        self._executor.submit(self._open).result()
+        self._dispatched_rev = self._rev
+
+    # -- worker thread ------------------------------------------------------
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        meta = dict(conn.execute("SELECT name, value FROM meta"))
+        self._rev, self._compacted = meta["revision"], meta["compacted"]
+        self._conn = conn
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreClosedError()
+        return self._conn
+
+    def _write(self, loop: asyncio.AbstractEventLoop, key: str, mutate: Callable[..., tuple[Event, KV]]
+               ) -> KV:
+        """Run `mutate(conn, key_bytes, current_row, rev)` in a transaction, then publish its event."""
+        conn = self._db()
+        kb = key.encode()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT value, create_revision, mod_revision FROM current WHERE key = ?", (kb,)).fetchone()
+            rev = self._rev + 1
+            event, result = mutate(conn, kb, row, rev)
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (rev,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._rev = rev
+        # Scheduled before this function's result is delivered to the writer, and
+        # in commit order because this is the only thread that commits.
+        loop.call_soon_threadsafe(self._dispatch, event)
+        return result
+
+    def _list(self, prefix: str, revision: int, start_after: str | None, limit: int) -> ListResult:
+        conn = self._db()
+        if revision > self._rev:
+            raise FutureRevisionError(revision, self._rev)
+        if revision and revision < self._compacted:
+            raise CompactedError(revision, self._compacted)
+        start, end = _prefix_range(prefix)
+        where, args = ["key >= ?"], [start]
+        if end is not None:
+            where.append("key < ?")
+            args.append(end)
+        if start_after is not None:
+            where.append("key > ?")
+            args.append(start_after.encode())
+        cond = " AND ".join(where)
+        if revision == 0 or revision == self._rev:
+            sql = f"SELECT key, value, create_revision, mod_revision FROM current WHERE {cond}"
+        else:
+            # State as of `revision`: each key's newest row at or before it, unless a delete.
+            sql = ("SELECT key, value, create_revision, revision FROM log WHERE deleted = 0 AND revision IN "
+                   f"(SELECT MAX(revision) FROM log WHERE {cond} AND revision <= ? GROUP BY key)")
+            args.append(revision)
+        # One extra row tells whether the limit cut the list short.
+        sql += " ORDER BY key LIMIT ?"
+        args.append(limit + 1 if limit > 0 else -1)
+        rows = conn.execute(sql, args).fetchall()
+        more = limit > 0 and len(rows) > limit
+        if more:
+            rows = rows[:limit]
+        items = [KV(k.decode(), v, c, m) for k, v, c, m in rows]
+        return ListResult(items, revision or self._rev, more)
+
+    def _read_log(self, prefix: str, after: int) -> tuple[list[Event], int]:
+        """Up to _REPLAY_BATCH events under prefix with revision > after, and the current revision."""
+        conn = self._db()
+        if after < self._compacted:
+            raise CompactedError(after, self._compacted)
+        start, end = _prefix_range(prefix)
+        sql = ("SELECT l.revision, l.key, l.value, l.create_revision, l.prev_revision, l.deleted, p.value "
+               "FROM log l LEFT JOIN log p ON p.revision = l.prev_revision AND l.deleted = 0 "
+               "WHERE l.revision > ? AND l.key >= ?")
+        args: list[Any] = [after, start]
+        if end is not None:
+            sql += " AND l.key < ?"
+            args.append(end)
+        sql += " ORDER BY l.revision LIMIT ?"
+        args.append(_REPLAY_BATCH)
+        events = []
+        for rev, kb, value, create_rev, prev_rev, deleted, prev_value in conn.execute(sql, args):
+            key = kb.decode()
+            if deleted:
+                events.append(Event("DELETED", KV(key, value, create_rev, rev), KV(key, value, create_rev, prev_rev)))
+            elif prev_rev == 0:
+                events.append(Event("ADDED", KV(key, value, create_rev, rev)))
+            else:
+                # The previous row survives compaction (it is the key's newest row at or
+                # before any compaction point below `rev`), but stay defensive.
+                prev = KV(key, prev_value, create_rev, prev_rev) if prev_value is not None else None
+                events.append(Event("MODIFIED", KV(key, value, create_rev, rev), prev))
+        return events, self._rev
+
+    def _compact(self, revision: int) -> None:
+        conn = self._db()
+        if revision <= self._compacted:
+            return
+        if revision > self._rev:
+            raise FutureRevisionError(revision, self._rev)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Keep each key's newest row at or before `revision` (historical lists at
+            # revisions >= the compaction point need it), unless that row is a delete.
+            conn.execute("DELETE FROM log WHERE revision <= ? AND revision NOT IN "
+                         "(SELECT MAX(revision) FROM log WHERE revision <= ? GROUP BY key)", (revision, revision))
+            conn.execute("DELETE FROM log WHERE revision <= ? AND deleted = 1", (revision,))
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'compacted'", (revision,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._compacted = revision
+
+    def _close_db(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- loop thread --------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise StoreClosedError()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _dispatch(self, event: Event) -> None:
+        self._dispatched_rev = event.revision
+        key = event.kv.key
+        for box in self._mailboxes:
+            if key.startswith(box.prefix):
+                box.push(event)
+
+    async def get(self, key: str) -> KV | None:
+        def read() -> KV | None:
+            row = self._db().execute(
+                "SELECT value, create_revision, mod_revision FROM current WHERE key = ?", (key.encode(),)
+            ).fetchone()
+            return KV(key, row[0], row[1], row[2]) if row else None
+
+        return await self._run(read)
+
+    async def list(self, prefix: str, *, revision: int = 0, start_after: str | None = None,
+                   limit: int = 0) -> ListResult:
+        return await self._run(self._list, prefix, revision, start_after, limit)
+
+    async def create(self, key: str, value: bytes) -> KV:
+        def mutate(conn: sqlite3.Connection, kb: bytes, row: Any, rev: int) -> tuple[Event, KV]:
+            if row is not None:
+                raise KeyExistsError(key)
+            conn.execute("INSERT INTO log VALUES (?, ?, ?, ?, 0, 0)", (rev, kb, value, rev))
+            conn.execute("INSERT INTO current VALUES (?, ?, ?, ?)", (kb, value, rev, rev))
+            kv = KV(key, value, rev, rev)
+            return Event("ADDED", kv), kv
+
+        value = bytes(value)
+        return await self._run(self._write, asyncio.get_running_loop(), key, mutate)
+
+    async def update(self, key: str, value: bytes, *, expected_revision: int) -> KV:
+        def mutate(conn: sqlite3.Connection, kb: bytes, row: Any, rev: int) -> tuple[Event, KV]:
+            if row is None:
+                raise KeyNotFoundError(key)
+            old_value, create_rev, mod_rev = row
+            if expected_revision and expected_revision != mod_rev:
+                raise RevisionConflictError(key, expected_revision, mod_rev)
+            conn.execute("INSERT INTO log VALUES (?, ?, ?, ?, ?, 0)", (rev, kb, value, create_rev, mod_rev))
+            conn.execute("UPDATE current SET value = ?, mod_revision = ? WHERE key = ?", (value, rev, kb))
+            kv = KV(key, value, create_rev, rev)
+            return Event("MODIFIED", kv, KV(key, old_value, create_rev, mod_rev)), kv
+
+        value = bytes(value)
+        return await self._run(self._write, asyncio.get_running_loop(), key, mutate)
+
+    async def delete(self, key: str, *, expected_revision: int = 0) -> KV:
+        def mutate(conn: sqlite3.Connection, kb: bytes, row: Any, rev: int) -> tuple[Event, KV]:
+            if row is None:
+                raise KeyNotFoundError(key)
+            old_value, create_rev, mod_rev = row
+            if expected_revision and expected_revision != mod_rev:
+                raise RevisionConflictError(key, expected_revision, mod_rev)
+            conn.execute("INSERT INTO log VALUES (?, ?, ?, ?, ?, 1)", (rev, kb, old_value, create_rev, mod_rev))
+            conn.execute("DELETE FROM current WHERE key = ?", (kb,))
+            kv = KV(key, old_value, create_rev, rev)
+            return Event("DELETED", kv, KV(key, old_value, create_rev, mod_rev)), kv
+
+        return await self._run(self._write, asyncio.get_running_loop(), key, mutate)
+
+    def watch(self, prefix: str, from_revision: int, *, progress_notify: bool = False
+              ) -> AsyncIterator[Event]:
+        return _Watch(self, prefix, from_revision, progress_notify)
+
+    async def request_progress(self) -> None:
+        """Send Progress(current revision) to every progress_notify watcher.
+
+        The executor round trip is a barrier: writes committed before this call
+        have been dispatched when it returns, so the progress covers them.
+        """
+        await self._run(lambda: None)
+        for box in self._mailboxes:
+            if box.progress:
+                box.push(Progress(self._dispatched_rev))
+
+    async def current_revision(self) -> int:
+        # Read on the worker: when this returns R, events up to R have been dispatched.
+        return await self._run(lambda: self._rev)
+
+    async def compacted_revision(self) -> int:
+        return await self._run(lambda: self._compacted)
+
+    async def compact(self, revision: int) -> None:
+        await self._run(self._compact, revision)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for box in self._mailboxes:
+            box.push(_CLOSED)
+        self._mailboxes.clear()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_db)
+        self._executor.shutdown(wait=False)
+
+
+async def open_sqlite_store(path: str, **kwargs: Any) -> SQLiteStore:
+    """Open (creating if needed) a SQLiteStore without blocking the event loop."""
+    return await asyncio.to_thread(SQLiteStore, path, **kwargs)
+
+
+class _Watch:
+    """Iterator of one watch: log replay, then the live mailbox (see module docstring)."""
+
+    def __init__(self, store: SQLiteStore, prefix: str, from_revision: int, progress: bool):
+        self._store = store
+        self._box = _Mailbox(prefix, progress, store._watch_queue_limit)
+        self._pending: deque[Any] = deque()
+        self._started = False
+        self._done = store._closed
+        # Registered now, not on first __anext__, so "from now" (0) means the moment
+        # watch() was called: a write made before the first __anext__ is still seen.
+        store._mailboxes.add(self._box)
+        # Every event after _dispatched_rev will arrive in the mailbox; older ones
+        # must come from the log.
+        self._from = from_revision or store._dispatched_rev
+        self._replaying = self._from < store._dispatched_rev
+        self._last = self._from  # newest revision yielded (or known to be covered)
+
+    def __aiter__(self) -> _Watch:
+        return self
+
+    async def __anext__(self) -> Event:
+        if not self._started:
+            self._started = True
+            compacted = self._store._compacted
+            if not self._done and self._from < compacted:
+                self._finish()
+                raise CompactedError(self._from, compacted)
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            if self._done:
+                raise StopAsyncIteration
+            if self._replaying:
+                await self._replay_batch()
+                continue
+            item = await self._box.pop()
+            if item is _CLOSED:
+                self._finish()
+            elif item is _RESYNC:
+                self._replaying = True
+            elif item.revision > self._last:  # an Event or a Progress
+                self._last = item.revision
+                return item
+
+    async def _replay_batch(self) -> None:
+        """Queue the next logged events after self._last; stop replaying when caught up."""
+        try:
+            events, current = await self._store._run(self._store._read_log, self._box.prefix, self._last)
+        except BaseException:
+            self._finish()
+            raise
+        self._pending.extend(events)
+        if events:
+            self._last = events[-1].revision
+        if len(events) < _REPLAY_BATCH:
+            # The log held every event up to `current`; later ones are in the mailbox.
+            self._replaying = False
+            if self._box.progress and current > self._last:
+                self._pending.append(Progress(current))
+                self._last = current
+
+    def _finish(self) -> None:
+        self._done = True
+        self._pending.clear()
+        self._store._mailboxes.discard(self._box)
+
+    async def aclose(self) -> None:
+        self._finish()
+
+    def __del__(self) -> None:
+        # An abandoned iterator (e.g. `break` out of `async for`) must stop
+        # receiving events.
+        store = getattr(self, "_store", None)
+        if store is not None:
+            store._mailboxes.discard(self._box)

@@ -1,0 +1,117 @@
+"""SQLiteStore: the shared conformance suite plus SQLite-specific behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from kplane.storage.interface import CompactedError, Store
+from kplane.storage.sqlite import Progress, SQLiteStore, StoreClosedError, open_sqlite_store
+from tests.unit.storage_conformance import Reopen, StoreConformance, collect, next_event
+
+
+class TestSQLiteConformance(StoreConformance):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+        s = SQLiteStore(str(tmp_path / "kplane.db"))
+        yield s
+        await s.close()
+
+    @pytest.fixture
+    async def reopen(self, tmp_path: Path) -> AsyncIterator[Reopen]:
+        opened: list[Store] = []
+
+        async def _reopen(old: Store) -> Store:
+            await old.close()
+            new = await open_sqlite_store(str(tmp_path / "kplane.db"))
+            opened.append(new)
+            return new
+
+        yield _reopen
+        for s in opened:
+            await s.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(str(tmp_path / "kplane.db"), watch_queue_limit=16)
+    yield s
+    await s.close()
+
+
+async def test_wal_mode(store: SQLiteStore, tmp_path: Path) -> None:
+    mode = await store._run(lambda: store._db().execute("PRAGMA journal_mode").fetchone()[0])
+    assert mode == "wal"
+
+
+async def test_slow_watcher_resyncs_from_log(store: SQLiteStore) -> None:
+    w = store.watch("/s/", 0)
+    kvs = [await store.create(f"/s/k{i}", b"v") for i in range(100)]  # overflows the limit of 16
+    assert len(store._mailboxes) == 1 and len(next(iter(store._mailboxes)).items) <= 17
+    got = await collect(w, 100)
+    assert [e.kv for e in got] == kvs
+
+
+async def test_slow_watcher_compacted_meanwhile(store: SQLiteStore) -> None:
+    w = store.watch("/s/", 0)
+    for i in range(40):
+        await store.create(f"/s/k{i}", b"v")
+    await store.compact(await store.current_revision())
+    with pytest.raises(CompactedError):
+        await collect(w, 40)
+
+
+async def test_progress_notify(store: SQLiteStore) -> None:
+    w = store.watch("/p/", 0, progress_notify=True)
+    plain = store.watch("/p/", 0)
+    await store.create("/other/a", b"v")
+    kv = await store.create("/other/b", b"v")
+    await store.request_progress()
+    item = await next_event(w)
+    assert isinstance(item, Progress) and item.revision == kv.mod_revision
+    mine = await store.create("/p/a", b"v")
+    assert (await next_event(w)).kv == mine
+    assert (await next_event(plain)).kv == mine  # plain watchers never see Progress
+
+
+async def test_progress_after_replay(store: SQLiteStore) -> None:
+    start = (await store.create("/seed", b"v")).mod_revision
+    mine = await store.create("/p/a", b"v")
+    other = await store.create("/other/a", b"v")
+    w = store.watch("/p/", start, progress_notify=True)
+    assert (await next_event(w)).kv == mine
+    item = await next_event(w)
+    assert isinstance(item, Progress) and item.revision == other.mod_revision
+
+
+async def test_abandoned_watch_unregisters(store: SQLiteStore) -> None:
+    w = store.watch("/a/", 0)
+    assert len(store._mailboxes) == 1
+    del w
+    assert not store._mailboxes
+
+
+async def test_operations_after_close_raise(store: SQLiteStore) -> None:
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        await store.get("/x")
+    with pytest.raises(StopAsyncIteration):
+        await store.watch("/x/", 0).__anext__()
+
+
+async def test_writes_do_not_block_the_loop(store: SQLiteStore) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    t = asyncio.create_task(ticker())
+    await asyncio.gather(*(store.create(f"/t/{i}", b"v" * 1000) for i in range(200)))
+    t.cancel()
+    assert ticks > 10
