@@ -46,7 +46,7 @@ class StatusError(Exception):
         }
         if self.reason == "":
             del status["reason"]
-        if self.details:
+        if self.details is not None:
             status["details"] = self.details
         return status
 

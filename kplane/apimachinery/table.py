@@ -8,8 +8,9 @@ unless -o wide), exactly like upstream's TableConvertor does.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Iterable, Protocol
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 _NS = 1_000_000_000
 _MINUTE = 60 * _NS
@@ -65,10 +66,10 @@ def parse_time(value: str) -> datetime | None:
     if not value:
         return None
     try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        t = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def since(timestamp: str | None, now: datetime | None = None) -> str:
@@ -76,7 +77,7 @@ def since(timestamp: str | None, now: datetime | None = None) -> str:
     t = parse_time(timestamp or "")
     if t is None:
         return "<unknown>"
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return human_duration((now - t).total_seconds())
 
 

@@ -19,7 +19,7 @@ from kplane.apimachinery import errors
 from kplane.apimachinery.meta import generate_name, meta, new_uid, now_rfc3339
 from kplane.apimachinery.pruning import prune
 from kplane.apiserver.resource import Obj, ResourceDef
-from kplane.storage.cacher import Cacher
+from kplane.storage.cacher import Bookmark, Cacher
 from kplane.storage.interface import (KV, CompactedError, FutureRevisionError, KeyExistsError,
                                       KeyNotFoundError, RevisionConflictError, Store)
 
@@ -224,50 +224,32 @@ class Registry:
         else:
             start = _parse_rv(rv_param)
         try:
-            stream = self.cacher.watch(prefix, start)
+            stream = self.cacher.watch(prefix, start, bookmark_interval=bookmark_interval if bookmarks else None)
         except CompactedError as e:
             yield _expired_event(e)
             return
         for obj in initial:
             yield WatchEvent("ADDED", _copy(obj))
-        last_rv = start
         if send_initial_events and opts.resource_version_match == "NotOlderThan" and bookmarks:
-            yield WatchEvent("BOOKMARK", self._bookmark(last_rv, initial_end=True))
-        iterator = stream.__aiter__()
-        next_item: asyncio.Task | None = None
+            yield WatchEvent("BOOKMARK", self._bookmark(start, initial_end=True))
         try:
-            while True:
-                if next_item is None:
-                    next_item = asyncio.ensure_future(iterator.__anext__())
-                done, _ = await asyncio.wait({next_item}, timeout=bookmark_interval if bookmarks else None)
-                if not done:
-                    yield WatchEvent("BOOKMARK", self._bookmark(max(last_rv, self.cacher.revision)))
+            async for ev in stream:
+                if isinstance(ev, Bookmark):
+                    yield WatchEvent("BOOKMARK", self._bookmark(ev.revision))
                     continue
-                try:
-                    ev = next_item.result()
-                except StopAsyncIteration:
-                    return
-                except CompactedError as e:
-                    yield _expired_event(e)
-                    return
-                finally:
-                    next_item = None
                 converted = self._convert_event(ev, opts)
-                last_rv = ev.revision
                 if converted is not None:
                     yield converted
+        except CompactedError as e:
+            yield _expired_event(e)
         finally:
-            if next_item is not None:
-                next_item.cancel()
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await stream.aclose()
 
     def _convert_event(self, ev: Any, opts: ListOptions) -> WatchEvent | None:
         """Apply selectors the way upstream's cacher does: an object that stops
         matching is reported DELETED, one that starts matching ADDED."""
-        obj = ev.object
-        prev = ev.prev_object
+        obj = ev.obj
+        prev = ev.prev_obj
         cur_ok = self._matches(obj, opts)
         if ev.type == "DELETED":
             return WatchEvent("DELETED", _copy(obj)) if cur_ok else None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kplane.aggregator import Aggregator
 from kplane.apiserver.server import GenericAPIServer
 from kplane.apiserver.authn_x509 import X509Authenticator
 from kplane.controlplane.authz import MastersOnlyAuthorizer
@@ -58,15 +59,21 @@ class ControlPlane:
         ClusterIPAllocator(store, options.service_cluster_ip_range).install(
             self.server.registry("", "v1", "services"))
         install_openapi(self.server)
+        self.aggregator = Aggregator(self.server, client_cert=str(pki.front_proxy_client_cert),
+                                     client_key=str(pki.front_proxy_client_key), client_ca_pem=pki.ca_cert.read_text(),
+                                     requestheader_ca_pem=pki.front_proxy_ca_cert.read_text(),
+                                     feature_gates=options.feature_gates)
         self.namespace_controller = NamespaceController(self.server)
         self.ssl_context = serving_ssl_context(pki)
 
     async def start(self) -> None:
         await self.server.start(self.options.bind_address, self.options.secure_port, self.ssl_context)
         await ensure_default_namespaces(self.server)
+        await self.aggregator.start()
         self.namespace_controller.start()
 
     async def stop(self) -> None:
+        await self.aggregator.stop()
         await self.namespace_controller.stop()
         await self.server.stop()
         await self.store.close()

@@ -22,6 +22,9 @@ its mailbox when ``watch()`` is called, then replays the log from
 ``from_revision``; events then come from the mailbox, skipping revisions the
 replay already yielded, so nothing is lost or duplicated.
 
+Cancelling a pending ``__anext__`` (e.g. ``asyncio.wait_for``) loses nothing: the
+next call picks up where the iterator was.
+
 Slow watchers never block writers: when a mailbox exceeds ``watch_queue_limit``
 it is emptied and marked for resync, and the watcher replays the missed events
 from the log (losslessly; CompactedError if they were compacted meanwhile).
@@ -300,7 +303,8 @@ class SQLiteStore:
     def _dispatch(self, event: Event) -> None:
         self._dispatched_rev = event.revision
         key = event.kv.key
-        for box in self._mailboxes:
+        # Iterate a snapshot: an abandoned watch's __del__ may run (via GC) mid-loop.
+        for box in tuple(self._mailboxes):
             if key.startswith(box.prefix):
                 box.push(event)
 
@@ -369,7 +373,7 @@ class SQLiteStore:
         have been dispatched when it returns, so the progress covers them.
         """
         await self._run(lambda: None)
-        for box in self._mailboxes:
+        for box in tuple(self._mailboxes):
             if box.progress:
                 box.push(Progress(self._dispatched_rev))
 
@@ -387,7 +391,7 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
-        for box in self._mailboxes:
+        for box in tuple(self._mailboxes):
             box.push(_CLOSED)
         self._mailboxes.clear()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_db)
@@ -410,7 +414,8 @@ class _Watch:
         self._done = store._closed
         # Registered now, not on first __anext__, so "from now" (0) means the moment
         # watch() was called: a write made before the first __anext__ is still seen.
-        store._mailboxes.add(self._box)
+        if not self._done:
+            store._mailboxes.add(self._box)
         # Every event after _dispatched_rev will arrive in the mailbox; older ones
         # must come from the log.
         self._from = from_revision or store._dispatched_rev
@@ -448,6 +453,11 @@ class _Watch:
         """Queue the next logged events after self._last; stop replaying when caught up."""
         try:
             events, current = await self._store._run(self._store._read_log, self._box.prefix, self._last)
+        except StoreClosedError:
+            self._finish()
+            raise StopAsyncIteration from None
+        except asyncio.CancelledError:
+            raise  # the caller gave up on this __anext__; the next one re-reads the batch
         except BaseException:
             self._finish()
             raise

@@ -17,6 +17,7 @@ Every test uses keys under its own prefix so it also works on a shared backend.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -125,7 +126,7 @@ class StoreConformance:
         seen.append((await store.delete("/r/b")).mod_revision)
         kvs = await asyncio.gather(*(store.create(f"/r/c{i}", b"v") for i in range(20)))
         seen.extend(sorted(kv.mod_revision for kv in kvs))
-        assert all(a < b for a, b in zip(seen, seen[1:])), seen
+        assert all(a < b for a, b in itertools.pairwise(seen)), seen
         assert len({kv.mod_revision for kv in kvs}) == 20
         assert await store.current_revision() == seen[-1]
 
@@ -266,6 +267,15 @@ class StoreConformance:
         e = await next_event(w)
         assert (e.type, e.kv) == ("ADDED", kv)
         await assert_no_event(w)
+
+    async def test_cancelled_next_loses_nothing(self, store: Store) -> None:
+        start = await base_revision(store)
+        w = store.watch("/cn/", start)
+        await assert_no_event(w, 0.05)  # wait_for cancels the pending __anext__
+        kv1 = await store.create("/cn/a", b"1")
+        await assert_no_event(store.watch("/cn/", kv1.mod_revision), 0.05)
+        kv2 = await store.create("/cn/b", b"1")
+        assert [e.kv for e in await collect(w, 2)] == [kv1, kv2]
 
     async def test_watch_from_current_revision(self, store: Store) -> None:
         await store.create("/n/old", b"v")

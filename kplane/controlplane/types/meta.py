@@ -26,7 +26,8 @@ MANAGED_FIELDS_ENTRY = obj(
     'fieldsType': string(
         'FieldsType is the discriminator for the different fields format and version. There is '
         'currently only one possible value: "FieldsV1"'),
-    'fieldsV1': free_form('FieldsV1 holds the first JSON version format as described in the "FieldsV1" type.'),
+    'fieldsV1': free_form(
+        'FieldsV1 holds the first JSON version format as described in the "FieldsV1" type.'),
     'manager': string("Manager is an identifier of the workflow managing these fields."),
     'operation': string(
         "Operation is the type of operation which lead to this ManagedFieldsEntry being created. The "

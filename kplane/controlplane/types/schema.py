@@ -101,10 +101,8 @@ def string_map(description: str = "", *, byte: bool = False, **ext: Any) -> Sche
 
 
 def free_form(description: str = "") -> Schema:
-    """An object whose fields are not described (e.g. FieldsV1)."""
-    schema = _base("object", description)
-    schema["x-kubernetes-preserve-unknown-fields"] = True
-    return schema
+    """An object whose fields are not described (e.g. FieldsV1); pruning keeps all of it."""
+    return _base("object", description)
 
 
 def array(items: Schema, description: str = "", **ext: Any) -> Schema:

@@ -1,0 +1,3 @@
+from examples.wardle import app
+
+app.run()

@@ -1,0 +1,109 @@
+"""The aggregator's Prometheus metrics, rendered in the text exposition format.
+
+Upstream's availability metrics (aggregator_unavailable_apiservice gauge and
+aggregator_unavailable_apiservice_total counter) plus per-APIService proxy
+request count and latency, which upstream lacks. Kept dependency-free: the hot
+path only bumps a few integers.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in pairs) + "}"
+
+
+def _num(v: float) -> str:
+    if v == float("inf"):
+        return "+Inf"
+    return repr(float(v)) if not float(v).is_integer() else str(int(v)) if abs(v) < 1e15 else repr(float(v))
+
+
+class _Histogram:
+    __slots__ = ("count", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, v: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, v)] += 1
+        self.sum += v
+        self.count += 1
+
+
+class AggregatorMetrics:
+    def __init__(self) -> None:
+        self.availability: dict[str, bool] = {}
+        self.unavailable_total: dict[tuple[str, str], int] = {}
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, _Histogram] = {}
+        self.discovery_stale: dict[str, bool] = {}
+
+    # ---- availability (status/metrics) -------------------------------------------------------------
+
+    def set_available(self, name: str, available: bool) -> None:
+        self.availability[name] = available
+
+    def forget(self, name: str) -> None:
+        self.availability.pop(name, None)
+
+    def count_unavailable(self, name: str, reason: str) -> None:
+        key = (name, reason or "UnknownReason")
+        self.unavailable_total[key] = self.unavailable_total.get(key, 0) + 1
+
+    # ---- proxy ---------------------------------------------------------------------------------------
+
+    def observe(self, apiservice: str, method: str, code: int, seconds: float) -> None:
+        key = (apiservice, method, code)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        h = self.latency.get(apiservice)
+        if h is None:
+            h = self.latency[apiservice] = _Histogram()
+        h.observe(seconds)
+
+    # ---- exposition ----------------------------------------------------------------------------------
+
+    def render(self) -> str:
+        out: list[str] = []
+        out.append("# HELP aggregator_unavailable_apiservice [ALPHA] Gauge of APIServices which are marked as "
+                   "unavailable broken down by APIService name.")
+        out.append("# TYPE aggregator_unavailable_apiservice gauge")
+        for name in sorted(self.availability):
+            out.append(f"aggregator_unavailable_apiservice{_labels([('name', name)])} "
+                       f"{0 if self.availability[name] else 1}")
+        out.append("# HELP aggregator_unavailable_apiservice_total [ALPHA] Counter of APIServices which are "
+                   "marked as unavailable broken down by APIService name and reason.")
+        out.append("# TYPE aggregator_unavailable_apiservice_total counter")
+        for (name, reason), n in sorted(self.unavailable_total.items()):
+            out.append(f"aggregator_unavailable_apiservice_total{_labels([('name', name), ('reason', reason)])} {n}")
+        out.append("# HELP kplane_aggregator_proxy_requests_total Requests proxied to remote APIServices, by "
+                   "APIService, HTTP method and response code (0: the client went away).")
+        out.append("# TYPE kplane_aggregator_proxy_requests_total counter")
+        for (svc, method, code), n in sorted(self.requests.items()):
+            labels = _labels([("apiservice", svc), ("method", method), ("code", str(code))])
+            out.append(f"kplane_aggregator_proxy_requests_total{labels} {n}")
+        out.append("# HELP kplane_aggregator_proxy_request_duration_seconds Time to answer a proxied request "
+                   "(for streaming responses: until the stream ended), by APIService.")
+        out.append("# TYPE kplane_aggregator_proxy_request_duration_seconds histogram")
+        for svc in sorted(self.latency):
+            h = self.latency[svc]
+            cumulative = 0
+            for bound, n in zip((*BUCKETS, float("inf")), h.counts):
+                cumulative += n
+                labels = _labels([("apiservice", svc), ("le", _num(bound))])
+                out.append(f"kplane_aggregator_proxy_request_duration_seconds_bucket{labels} {cumulative}")
+            base = _labels([("apiservice", svc)])
+            out.append(f"kplane_aggregator_proxy_request_duration_seconds_sum{base} {h.sum!r}")
+            out.append(f"kplane_aggregator_proxy_request_duration_seconds_count{base} {h.count}")
+        return "\n".join(out) + "\n"

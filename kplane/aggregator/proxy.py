@@ -1,0 +1,391 @@
+"""The proxy for remote APIServices (kube-aggregator's handler_proxy).
+
+For a request under /apis/<group>/<version> of an APIService with a service:
+503 "service unavailable" (plain text, as upstream's http.Error) unless the
+APIService is Available; resolve a ready endpoint; open (or reuse) a mutual-TLS
+connection with the front-proxy client certificate, verifying the backend
+against caBundle with server name <service>.<namespace>.svc unless
+insecureSkipTLSVerify; replace the caller's Authorization and X-Remote-*
+headers with X-Remote-User / X-Remote-Group / X-Remote-Extra-<escaped key>;
+pass the response through (fixed-length bodies in one write, chunked bodies
+chunk by chunk, so watch events are flushed as they arrive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from kplane.aggregator import apiservice as apis
+from kplane.aggregator.endpoints import EndpointResolver, ResolveError
+from kplane.aggregator.httpclient import BackendError, Pool, Response, _EarlyEOF, read_head
+from kplane.aggregator.metrics import AggregatorMetrics
+
+log = logging.getLogger("kplane.aggregator.proxy")
+
+# Request headers never forwarded: hop-by-hop (RFC 7230 6.1), the caller's credentials and
+# identity claims (nobody may forge X-Remote-*), and the ones this proxy sets itself.
+_DROP_REQUEST = frozenset((
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-remote-user", "x-remote-uid",
+    "x-remote-group", "x-forwarded-for"))
+_DROP_PREFIXES = ("x-remote-extra-", "impersonate-")
+_DROP_RESPONSE = frozenset((
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "content-length"))
+
+_BUFFER_BODY_LIMIT = 4 * 1024 * 1024  # request bodies up to this size are read first (retry-safe)
+_BUFFER_RESPONSE_LIMIT = 4 * 1024 * 1024  # fixed-length responses up to this size are sent in one write
+_WATCHDOG_INTERVAL = 5.0
+
+@dataclass(frozen=True)
+class _User:
+    name: str
+    groups: tuple[str, ...] = ()
+    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+AGGREGATOR_USER = _User("system:kube-aggregator", ("system:masters",))
+
+_TOKEN = frozenset(b"!#$&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz|~")
+
+
+def header_key_escape(key: str) -> str:
+    """client-go's headerKeyEscape: %-encode every byte that is not an HTTP token byte, and '%'."""
+    out = []
+    for b in key.encode("utf-8"):
+        out.append(chr(b) if b in _TOKEN else f"%{b:02X}")
+    return "".join(out)
+
+
+def identity_headers(user: Any) -> list[tuple[str, str]]:
+    """SetAuthProxyHeaders (X-Remote-Uid only with the RemoteRequestHeaderUID gate, off in 1.32)."""
+    out = [("X-Remote-User", user.name)]
+    out.extend(("X-Remote-Group", g) for g in user.groups)
+    for key, values in (user.extra or {}).items():
+        name = "X-Remote-Extra-" + header_key_escape(key)
+        out.extend((name, v) for v in values)
+    return out
+
+
+def forward_headers(headers: Any, upgrade: bool = False) -> list[tuple[str, str]]:
+    """The caller's headers minus hop-by-hop, credentials and identity claims."""
+    out: list[tuple[str, str]] = []
+    for name, value in headers.items():
+        lname = name.lower()
+        if lname in _DROP_REQUEST or lname.startswith(_DROP_PREFIXES):
+            if upgrade and lname in ("connection", "upgrade"):
+                out.append((name, value))
+            continue
+        out.append((name, value))
+    return out
+
+
+@dataclass
+class Target:
+    """How to reach one remote APIService (proxyHandlingInfo)."""
+
+    name: str
+    namespace: str
+    service: str
+    port: int
+    available: bool
+    ssl_context: ssl.SSLContext | None
+    server_hostname: str
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def client_ssl_context(client_cert: str | None, client_key: str | None, ca_pem: bytes,
+                       insecure: bool) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if client_cert and client_key:
+        ctx.load_cert_chain(client_cert, client_key)
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif ca_pem:
+        ctx.load_verify_locations(cadata=ca_pem.decode("ascii", "replace"))
+    else:
+        ctx.load_default_certs()
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def build_target(obj: dict[str, Any], client_cert: str | None, client_key: str | None) -> Target:
+    svc = apis.service_ref(obj) or {}
+    name = obj["metadata"]["name"]
+    t = Target(name=name, namespace=svc.get("namespace", ""), service=svc.get("name", ""),
+               port=int(svc.get("port") or 443), available=apis.is_available(obj), ssl_context=None,
+               server_hostname=f"{svc.get('name', '')}.{svc.get('namespace', '')}.svc")
+    try:
+        t.ssl_context = client_ssl_context(client_cert, client_key, apis.ca_bundle_bytes(obj),
+                                           bool(apis.spec(obj).get("insecureSkipTLSVerify")))
+    except (ssl.SSLError, OSError, ValueError) as e:
+        t.error = f"failed to build transport for {name}: {e}"
+    return t
+
+
+def plain_error(message: str, status: int) -> web.Response:
+    """Go's http.Error: text/plain, nosniff, message plus newline."""
+    return web.Response(status=status, text=message + "\n", charset="utf-8", content_type="text/plain",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+class Proxy:
+    def __init__(self, resolver: EndpointResolver, metrics: AggregatorMetrics | None = None):
+        self.resolver = resolver
+        self.targets: dict[tuple[str, str], Target] = {}
+        self.pool = Pool()
+        self.metrics = metrics or AggregatorMetrics()
+
+    # ---- the delegate -------------------------------------------------------------------------------
+
+    async def __call__(self, request: web.Request, info: Any) -> web.StreamResponse | None:
+        if info.api_prefix != "apis" or not info.api_version:
+            return None
+        target = self.targets.get((info.api_group, info.api_version))
+        if target is None:
+            return None
+        start = time.perf_counter()
+        resp: web.StreamResponse | None = None
+        try:
+            resp = await self._serve(request, target)
+            return resp
+        finally:
+            code = resp.status if resp is not None else 0
+            self.metrics.observe(target.name, request.method, code, time.perf_counter() - start)
+
+    async def _serve(self, request: web.Request, target: Target) -> web.StreamResponse:
+        if not target.available:
+            return plain_error("service unavailable", 503)
+        if target.error or target.ssl_context is None:
+            return plain_error(target.error or "no transport", 500)
+        user = request.get("user")
+        if user is None:
+            return plain_error("missing user", 500)
+        try:
+            ep = self.resolver.resolve(target.namespace, target.service, target.port)
+        except ResolveError as e:
+            log.info("error resolving %s/%s: %s", target.namespace, target.service, e)
+            return plain_error("service unavailable", 503)
+        upgrade = "upgrade" in request.headers.get("Connection", "").lower() and "Upgrade" in request.headers
+        if upgrade:
+            return await self._upgrade(request, target, ep.host, ep.port, user)
+        return await self._roundtrip(request, target, ep.host, ep.port, user)
+
+    def _head(self, request: web.Request, host: str, port: int, user: Any, upgrade: bool = False) -> list[str]:
+        lines = [f"{request.method} {request.raw_path} HTTP/1.1", f"Host: {_host(host, port)}"]
+        for name, value in forward_headers(request.headers, upgrade):
+            lines.append(f"{name}: {value}")
+        for name, value in identity_headers(user):
+            lines.append(f"{name}: {value}")
+        if request.remote:
+            lines.append(f"X-Forwarded-For: {request.remote}")
+        return lines
+
+    async def _roundtrip(self, request: web.Request, target: Target, host: str, port: int,
+                         user: Any) -> web.StreamResponse:
+        lines = self._head(request, host, port, user)
+        length = request.content_length
+        body: bytes | None = None
+        streamed = False
+        if request.body_exists:
+            if length is not None and length <= _BUFFER_BODY_LIMIT:
+                body = await request.read()
+                lines.append(f"Content-Length: {len(body)}")
+            else:
+                streamed = True
+                if length is not None:
+                    lines.append(f"Content-Length: {length}")
+                else:
+                    lines.append("Transfer-Encoding: chunked")
+        elif request.method in ("POST", "PUT", "PATCH"):
+            lines.append("Content-Length: 0")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        head_only = request.method == "HEAD"
+
+        for attempt in (0, 1):
+            try:
+                conn = await self.pool.acquire(host, port, target.ssl_context, target.server_hostname,
+                                               fresh=attempt > 0)
+            except BackendError as e:
+                return plain_error(str(e), 503)
+            try:
+                conn.writer.write(head + body if body else head)
+                if streamed:
+                    chunked = length is None
+                    async for chunk in request.content.iter_any():
+                        conn.writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                        await conn.writer.drain()
+                    if chunked:
+                        conn.writer.write(b"0\r\n\r\n")
+                resp = await read_head(conn, self.pool, head_only)
+                break
+            except _EarlyEOF as e:
+                conn.close()
+                if conn.reused and not streamed and not e.partial and attempt == 0:
+                    continue  # a stale keep-alive connection: retry once on a fresh one
+                return plain_error("EOF", 502 if streamed else 503)
+            except (OSError, BackendError) as e:
+                conn.close()
+                if conn.reused and not streamed and attempt == 0:
+                    continue
+                return plain_error(str(e), 503)
+            except BaseException:
+                conn.close()
+                raise
+        return await self._respond(request, resp)
+
+    async def _respond(self, request: web.Request, resp: Response) -> web.StreamResponse:
+        headers = CIMultiDict((n, v) for n, v in resp.headers if n.lower() not in _DROP_RESPONSE)
+        if resp.bounded and (resp.length or 0) <= _BUFFER_RESPONSE_LIMIT:
+            try:
+                data = await resp.read()
+            except BackendError as e:
+                return plain_error(str(e), 502)
+            out = web.Response(status=resp.status, reason=resp.reason or None, body=data, headers=headers)
+            if resp.length is not None and request.method == "HEAD":
+                out.content_length = resp.length
+            return out
+        out = web.StreamResponse(status=resp.status, reason=resp.reason or None, headers=headers)
+        if resp.length is not None:
+            out.content_length = resp.length
+        await out.prepare(request)
+        watchdog = asyncio.ensure_future(_watch_client(request, resp))
+        try:
+            async for chunk in resp.iter_chunks():
+                await out.write(chunk)
+        except BackendError as e:
+            # Headers are out: the only honest signal left is to break the client connection.
+            log.info("backend broke mid-response: %s", e)
+            _abort_client(request)
+            return out
+        except (ConnectionResetError, asyncio.CancelledError):
+            resp.abort()
+            raise
+        finally:
+            watchdog.cancel()
+        await out.write_eof()
+        return out
+
+    async def _upgrade(self, request: web.Request, target: Target, host: str, port: int,
+                       user: Any) -> web.StreamResponse:
+        """Connection: Upgrade (websocket/SPDY exec, attach, port-forward): pass raw bytes both ways."""
+        lines = self._head(request, host, port, user, upgrade=True)
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        try:
+            conn = await self.pool.acquire(host, port, target.ssl_context, target.server_hostname, fresh=True)
+        except BackendError as e:
+            return plain_error(str(e), 503)
+        try:
+            conn.writer.write(head)
+            resp = await read_head(conn, self.pool, False)
+        except (_EarlyEOF, OSError, BackendError) as e:
+            conn.close()
+            return plain_error(str(e), 503)
+        if resp.status != 101:
+            return await self._respond(request, resp)
+        headers = CIMultiDict((n, v) for n, v in resp.headers
+                              if n.lower() not in ("content-length", "transfer-encoding"))
+        out = web.StreamResponse(status=101, reason=resp.reason or "Switching Protocols", headers=headers)
+        await out.prepare(request)
+        transport = request.transport
+        if transport is None:
+            conn.close()
+            return out
+
+        async def client_to_backend() -> None:
+            try:
+                async for chunk in request.content.iter_any():
+                    conn.writer.write(chunk)
+                    await conn.writer.drain()
+            finally:
+                try:
+                    conn.writer.write_eof()
+                except (OSError, RuntimeError, NotImplementedError):
+                    pass
+
+        async def backend_to_client() -> None:
+            while True:
+                chunk = await conn.reader.read(65536)
+                if not chunk:
+                    break
+                transport.write(chunk)
+
+        tasks = [asyncio.ensure_future(client_to_backend()), asyncio.ensure_future(backend_to_client())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            conn.close()
+            _abort_client(request)
+        return out
+
+    async def fetch(self, target: Target, path: str, headers: dict[str, str],
+                    user: Any = None) -> tuple[int, dict[str, str], bytes]:
+        """A GET of the aggregator's own (discovery, OpenAPI) as system:kube-aggregator in system:masters."""
+        if target.ssl_context is None:
+            raise BackendError(target.error or "no transport")
+        try:
+            ep = self.resolver.resolve(target.namespace, target.service, target.port)
+        except ResolveError as e:
+            raise BackendError(str(e)) from None
+        lines = [f"GET {path} HTTP/1.1", f"Host: {_host(ep.host, ep.port)}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines += [f"{k}: {v}" for k, v in identity_headers(user or AGGREGATOR_USER)]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        for attempt in (0, 1):
+            conn = await self.pool.acquire(ep.host, ep.port, target.ssl_context, target.server_hostname,
+                                           fresh=attempt > 0)
+            try:
+                conn.writer.write(head)
+                resp = await read_head(conn, self.pool, False)
+            except _EarlyEOF:
+                conn.close()
+                if conn.reused and attempt == 0:
+                    continue
+                raise BackendError("EOF") from None
+            except OSError as e:
+                conn.close()
+                if conn.reused and attempt == 0:
+                    continue
+                raise BackendError(str(e)) from None
+            except BaseException:
+                conn.close()
+                raise
+            body = await resp.read()
+            return resp.status, {n: v for n, v in resp.headers}, body
+        raise BackendError("EOF")
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _host(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _abort_client(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+async def _watch_client(request: web.Request, resp: Response) -> None:
+    """A long-running response ends when its client goes away, even while the backend is silent."""
+    while True:
+        await asyncio.sleep(_WATCHDOG_INTERVAL)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            resp.abort()
+            return

@@ -1,0 +1,494 @@
+"""ExtensionServer: an extension API server declared in Python.
+
+It is kplane's own GenericAPIServer with its own SQLite store, delegated
+authentication/authorization against kplane, a serving certificate whose CA
+goes into the APIService's caBundle, and self-registration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kplane.apimachinery import errors
+from kplane.apiserver.authn_requestheader import (
+    RequestHeaderAuthenticator,
+    RequestHeaderConfig,
+    config_from_configmap,
+    load_pem_certs,
+)
+from kplane.apiserver.registry import ListOptions, Registry, WriteOptions
+from kplane.apiserver.resource import Obj, ResourceDef
+from kplane.apiserver.server import GenericAPIServer
+from kplane.apiserver.virtual import VirtualRegistry
+from kplane.client import ApiError, Client
+from kplane.extension.admission import (
+    CREATE,
+    DELETE,
+    UPDATE,
+    Admission,
+    AdmissionHook,
+    AdmittingRegistry,
+    awaitable,
+)
+from kplane.extension.certs import ServingCerts, certs_from_files, ensure_serving_certs, service_hosts
+from kplane.extension.delegated import DelegatingAuthenticator, DelegatingAuthorizer, TokenReviewer
+from kplane.extension.register import Registration, register
+from kplane.extension.resources import ColumnSpec, Declaration, table_columns
+from kplane.extension.schema import as_schema
+
+log = logging.getLogger("kplane.extension")
+
+AUTH_CONFIGMAP = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
+
+VERSION_INFO = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-kplane-extension", "gitCommit": "",
+                "gitTreeState": "clean", "buildDate": "2026-11-25T00:00:00Z", "goVersion": "python",
+                "compiler": "cpython", "platform": "linux/amd64"}
+
+
+@dataclass
+class ResourceHandle:
+    """What @resource returns knowledge of: the declaration and, once serving, its registry."""
+
+    app: ExtensionServer
+    decl: Declaration
+    rdef: ResourceDef
+    admission: Admission = field(default_factory=Admission)
+    registry: Registry | None = None
+
+
+@dataclass
+class Options:
+    kubeconfig: str = ""
+    secure_port: int = 8443
+    bind_address: str = "0.0.0.0"
+    data_dir: Path | None = None
+    register: bool = True
+    advertise_address: str = ""
+    tls_cert_file: str = ""
+    tls_private_key_file: str = ""
+    tls_ca_file: str = ""
+    client_ca_file: str = ""
+    requestheader_client_ca_file: str = ""
+    requestheader_allowed_names: list[str] | None = None
+    authorization_allow_ttl: float = 10.0
+    authorization_deny_ttl: float = 10.0
+    authentication_token_ttl: float = 10.0
+    auth_refresh_interval: float = 30.0
+
+
+class ExtensionServer:
+    """An extension API server for one API group.
+
+        app = ExtensionServer(group="shop.example.com", version="v1")
+
+        @resource(app, kind="Order", plural="orders", short_names=["ord"],
+                  printer_columns=[("Item", ".spec.item"), ("Qty", ".spec.qty", "integer")])
+        class Order:
+            item: str
+            qty: int = 1
+
+        app.run()
+    """
+
+    def __init__(self, group: str, version: str = "v1", *, namespace: str = "", service_name: str = "api",
+                 group_priority_minimum: int = 1000, version_priority: int = 15):
+        self.group = group
+        self.version = version
+        self.namespace = namespace or group.split(".")[0]
+        self.service_name = service_name
+        self.group_priority_minimum = group_priority_minimum
+        self.version_priority = version_priority
+        self.handles: dict[str, ResourceHandle] = {}  # by kind (and plural)
+        self._virtual: list[VirtualRegistry] = []
+        self._actions: list[tuple[ResourceHandle, str, Callable[..., Any]]] = []
+        self.server: GenericAPIServer | None = None
+        self.client: Client | None = None
+        self.authorizer: DelegatingAuthorizer | None = None
+        self.authenticator: DelegatingAuthenticator | None = None
+        self.certs: ServingCerts | None = None
+        self.options = Options()
+        self._ssl: ssl.SSLContext | None = None
+        self._loaded_cas: set[bytes] = set()
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- declaring ------------------------------------------------------
+
+    def resource(self, kind: str, plural: str, *, scope: str = "Namespaced", singular: str = "",
+                 short_names: Iterable[str] = (), categories: Iterable[str] = (),
+                 printer_columns: Iterable[ColumnSpec] = (), schema: dict | None = None, status: Any = None,
+                 root_fields: bool = False) -> Callable[[Any], Any]:
+        """Declare a stored resource. Decorates a class whose annotations are the spec's fields
+        (or the object's top-level fields with root_fields=True); `schema` gives a JSON schema instead."""
+        if scope not in ("Namespaced", "Cluster"):
+            raise ValueError(f"scope must be Namespaced or Cluster, not {scope!r}")
+
+        def decorate(cls: Any) -> Any:
+            body = schema if schema is not None else cls
+            decl = Declaration(kind=kind, plural=plural, group=self.group, version=self.version,
+                               namespaced=scope == "Namespaced", singular=singular,
+                               short_names=tuple(short_names), categories=tuple(categories),
+                               printer_columns=tuple(printer_columns), body=body, root_fields=root_fields,
+                               status=status)
+            handle = ResourceHandle(self, decl, decl.build())
+            self._add(handle)
+            if cls is not None:
+                try:
+                    cls.__kplane_resource__ = handle
+                except (AttributeError, TypeError):
+                    pass
+            return cls
+        return decorate
+
+    def _add(self, handle: ResourceHandle) -> None:
+        kind, plural = handle.rdef.kind, handle.rdef.plural
+        if kind in self.handles or plural in self.handles:
+            raise ValueError(f"{kind} ({plural}) is declared twice")
+        self.handles[kind] = handle
+        self.handles[plural] = handle
+
+    def handle(self, ref: Any) -> ResourceHandle:
+        if isinstance(ref, ResourceHandle):
+            return ref
+        h = getattr(ref, "__kplane_resource__", None)
+        if h is None and isinstance(ref, str):
+            h = self.handles.get(ref)
+        if h is None:
+            raise KeyError(f"{ref!r} is not a resource of {self.group}")
+        return h
+
+    def admit(self, ref: Any, *, operations: Iterable[str] = (CREATE, UPDATE),
+              subresources: Iterable[str] = ("",)) -> Callable[[Any], Any]:
+        """Register an admission hook `fn(obj, old, user)` for a resource (see extension.admission)."""
+        ops = tuple(o.upper() for o in operations)
+        for op in ops:
+            if op not in (CREATE, UPDATE, DELETE):
+                raise ValueError(f"unknown admission operation {op!r}")
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.handle(ref).admission.hooks.append(AdmissionHook(fn, ops, tuple(subresources)))
+            return fn
+        return decorate
+
+    def computed(self, kind: str, plural: str, *, scope: str = "Cluster", singular: str = "",
+                 short_names: Iterable[str] = (), categories: Iterable[str] = (),
+                 printer_columns: Iterable[ColumnSpec] = (), schema: Any = None,
+                 get: Callable[..., Any] | None = None) -> Callable[[Any], Any]:
+        """Declare a read-only resource computed per request (the metrics.k8s.io pattern).
+
+        Decorates `list_fn(namespace) -> list[dict]` (sync or async); `get(namespace, name)` is optional
+        (default: look the name up in the list). Objects need only metadata.name; apiVersion and
+        kind are filled in."""
+        namespaced = scope == "Namespaced"
+        body = as_schema(schema) if schema is not None else None
+        rdef = ResourceDef(group=self.group, version=self.version, kind=kind, plural=plural,
+                           singular=singular or kind.lower(), namespaced=namespaced,
+                           short_names=list(short_names), categories=list(categories), verbs=["get", "list"],
+                           schema=body or {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                           columns=table_columns(printer_columns))
+
+        def decorate(list_fn: Callable[..., Any]) -> Callable[..., Any]:
+            lister = awaitable(list_fn)
+            getter = awaitable(get) if get is not None else None
+
+            def finish(obj: Obj, namespace: str) -> Obj:
+                obj.setdefault("apiVersion", rdef.api_version)
+                obj.setdefault("kind", kind)
+                m = obj.setdefault("metadata", {})
+                if namespaced and namespace and not m.get("namespace"):
+                    m["namespace"] = namespace
+                return obj
+
+            async def list_objects(namespace: str) -> list[Obj]:
+                return [finish(dict(o), namespace) for o in await lister(namespace)]
+
+            async def get_object(namespace: str, name: str) -> Obj:
+                if getter is not None:
+                    obj = await getter(namespace, name)
+                else:
+                    obj = next((o for o in await lister(namespace)
+                                if (o.get("metadata") or {}).get("name") == name), None)
+                if obj is None:
+                    raise errors.not_found(plural, name, self.group)
+                return finish(dict(obj), namespace)
+
+            self._virtual.append(VirtualRegistry(rdef, get_fn=get_object, list_fn=list_objects))
+            return list_fn
+        return decorate
+
+    def action(self, ref: Any, name: str) -> Callable[[Any], Any]:
+        """A custom subresource `<plural>/<name>/<action>` answering POST with a body.
+
+        `fn(obj, body, user)` (sync or async) gets the current object. Returning an object of the
+        resource's kind writes it (spec and, with a status subresource, status); returning another
+        dict answers it as is; returning None answers the current object."""
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self._actions.append((self.handle(ref), name, fn))
+            return fn
+        return decorate
+
+    # ---- using the resources from hooks ----------------------------------
+
+    def registry(self, ref: Any) -> Registry:
+        reg = self.handle(ref).registry
+        if reg is None:
+            raise RuntimeError("the server is not serving yet")
+        return reg
+
+    async def list(self, ref: Any, namespace: str = "") -> list[Obj]:
+        return (await self.registry(ref).list(namespace, ListOptions())).items
+
+    async def get(self, ref: Any, name: str, namespace: str = "") -> Obj | None:
+        try:
+            return await self.registry(ref).get(namespace, name)
+        except errors.StatusError as e:
+            if e.code == 404:
+                return None
+            raise
+
+    # ---- building the server -------------------------------------------
+
+    def build(self, store: Any, authenticator: Any, authorizer: Any) -> GenericAPIServer:
+        """The GenericAPIServer serving every declared resource (usable without TLS in tests)."""
+        server = GenericAPIServer(store, authenticator=authenticator, authorizer=authorizer,
+                                  version_info=VERSION_INFO, anonymous_auth=True)
+        server.group_priority[self.group] = self.group_priority_minimum
+        seen: set[int] = set()
+        for handle in self.handles.values():
+            if id(handle) in seen:
+                continue
+            seen.add(id(handle))
+            base = server.install(handle.rdef)
+            reg = AdmittingRegistry(handle.rdef, base.store, base.cacher, handle.admission)
+            server.registries[(handle.rdef.group, handle.rdef.version, handle.rdef.plural)] = reg
+            handle.registry = reg
+        for virtual in self._virtual:
+            server.install_virtual(virtual)
+        for handle, name, fn in self._actions:
+            server.install_virtual(self._action_registry(handle, name, fn))
+        try:
+            from kplane.apiserver.openapi_routes import install_openapi
+
+            install_openapi(server)
+        except ImportError as e:  # the OpenAPI generator is optional for serving
+            log.warning("msg=\"OpenAPI not served\" err=%r", e)
+        self.server = server
+        return server
+
+    def _action_registry(self, handle: ResourceHandle, action: str, fn: Callable[..., Any]) -> VirtualRegistry:
+        rdef = handle.rdef
+        call = awaitable(fn)
+        sub = ResourceDef(group=rdef.group, version=rdef.version, kind=rdef.kind, plural=f"{rdef.plural}/{action}",
+                          namespaced=rdef.namespaced, verbs=["create"],
+                          schema={"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+
+        async def create(namespace: str, body: Obj, opts: WriteOptions) -> Obj:
+            reg = handle.registry
+            assert reg is not None
+            current = await reg.get(namespace, opts.name)
+            result = await call(current, body, opts.user)
+            if result is None:
+                return current
+            if result.get("kind", rdef.kind) != rdef.kind or not isinstance(result, dict):
+                return result
+            result.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
+            wopts = WriteOptions(user=opts.user, dry_run=opts.dry_run, field_manager=opts.field_manager)
+            written, _ = await reg.update(namespace, opts.name, dict(result), wopts)
+            if "status" in rdef.subresources and result.get("status") != written.get("status"):
+                status_obj = dict(written, status=result.get("status"))
+                sopts = WriteOptions(user=opts.user, dry_run=opts.dry_run, field_manager=opts.field_manager,
+                                     subresource="status", name=opts.name)
+                written, _ = await reg.update(namespace, opts.name, status_obj, sopts)
+            return written
+
+        return VirtualRegistry(sub, create_fn=create)
+
+    # ---- running --------------------------------------------------------
+
+    def parser(self) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser(description=f"{self.group} extension API server")
+        p.add_argument("--kubeconfig", required=True, help="kubeconfig for kplane (delegation, registration)")
+        p.add_argument("--secure-port", type=int, default=8443)
+        p.add_argument("--bind-address", default="0.0.0.0", help="listen address (default 0.0.0.0, as upstream)")
+        p.add_argument("--advertise-address", default="",
+                       help="address registered in the Endpoints (default: a specific --bind-address, else "
+                            "this host's address on the default route, else 127.0.0.1)")
+        p.add_argument("--data-dir", default="", help=f"state directory (default ~/.kplane/extensions/{self.group})")
+        p.add_argument("--no-register", action="store_true", help="do not create the Service/Endpoints/APIService")
+        p.add_argument("--tls-cert-file", default="")
+        p.add_argument("--tls-private-key-file", default="")
+        p.add_argument("--tls-ca-file", default="", help="CA for the caBundle when --tls-cert-file is given")
+        p.add_argument("--client-ca-file", default="")
+        p.add_argument("--requestheader-client-ca-file", default="")
+        p.add_argument("--requestheader-allowed-names", default=None,
+                       help="comma-separated CNs allowed to assert identities (empty: any)")
+        p.add_argument("--authorization-webhook-cache-authorized-ttl", type=float, default=10.0)
+        p.add_argument("--authorization-webhook-cache-unauthorized-ttl", type=float, default=10.0)
+        p.add_argument("--authentication-token-webhook-cache-ttl", type=float, default=10.0)
+        p.add_argument("-v", "--v", type=int, default=0)
+        return p
+
+    def options_from_args(self, args: argparse.Namespace) -> Options:
+        data_dir = Path(args.data_dir).expanduser() if args.data_dir else (
+            Path.home() / ".kplane" / "extensions" / self.group)
+        allowed = None if args.requestheader_allowed_names is None else [
+            n.strip() for n in args.requestheader_allowed_names.split(",") if n.strip()]
+        return Options(kubeconfig=args.kubeconfig, secure_port=args.secure_port, bind_address=args.bind_address,
+                       data_dir=data_dir, register=not args.no_register, advertise_address=args.advertise_address,
+                       tls_cert_file=args.tls_cert_file, tls_private_key_file=args.tls_private_key_file,
+                       tls_ca_file=args.tls_ca_file, client_ca_file=args.client_ca_file,
+                       requestheader_client_ca_file=args.requestheader_client_ca_file,
+                       requestheader_allowed_names=allowed,
+                       authorization_allow_ttl=args.authorization_webhook_cache_authorized_ttl,
+                       authorization_deny_ttl=args.authorization_webhook_cache_unauthorized_ttl,
+                       authentication_token_ttl=args.authentication_token_webhook_cache_ttl)
+
+    def run(self, argv: list[str] | None = None) -> None:
+        """Parse the command line, serve until SIGTERM/SIGINT. The APIService stays registered."""
+        args = self.parser().parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.v >= 4 else logging.INFO if args.v >= 1 else logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        options = self.options_from_args(args)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await self.serve(options, stop=stop)
+
+        try:
+            import uvloop  # type: ignore[import-not-found]
+
+            uvloop.install()
+        except ImportError:
+            pass
+        asyncio.run(main())
+
+    async def serve(self, options: Options, *, stop: asyncio.Event | None = None,
+                    ready: asyncio.Event | None = None) -> None:
+        await self.start(options)
+        if ready is not None:
+            ready.set()
+        try:
+            await (stop or asyncio.Event()).wait()
+        finally:
+            await self.stop()
+
+    async def start(self, options: Options) -> None:
+        from kplane.storage.sqlite import open_sqlite_store
+
+        self.options = options
+        data_dir = options.data_dir or Path.home() / ".kplane" / "extensions" / self.group
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.client = Client.from_kubeconfig(options.kubeconfig, timeout=10.0)
+        store = await open_sqlite_store(str(data_dir / "store.db"))
+        rh = RequestHeaderAuthenticator(None)
+        self.authenticator = DelegatingAuthenticator(
+            rh, tokens=TokenReviewer(self.client, cache_ttl=options.authentication_token_ttl))
+        self.authorizer = DelegatingAuthorizer(self.client, allow_ttl=options.authorization_allow_ttl,
+                                               deny_ttl=options.authorization_deny_ttl)
+        server = self.build(store, self.authenticator, self.authorizer)
+        advertise = options.advertise_address or advertise_address(options.bind_address)
+        server.server_address = f"{advertise}:{options.secure_port}"
+        if options.tls_cert_file:
+            self.certs = certs_from_files(options.tls_cert_file, options.tls_private_key_file, options.tls_ca_file)
+        else:
+            self.certs = ensure_serving_certs(data_dir / "pki", service_hosts(
+                self.service_name, self.namespace, [advertise, options.bind_address]))
+        self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._ssl.load_cert_chain(self.certs.cert_file, self.certs.key_file)
+        self._ssl.set_alpn_protocols(["http/1.1"])
+        await self.refresh_authentication()
+        await server.start(options.bind_address, options.secure_port, self._ssl)
+        log.info("msg=\"serving\" group=%s address=%s:%d", self.group, options.bind_address, options.secure_port)
+        self._tasks.append(asyncio.ensure_future(self._refresh_loop()))
+        if options.register:
+            reg = Registration(group=self.group, versions=[self.version], port=options.secure_port,
+                               namespace=self.namespace, service_name=self.service_name, address=advertise,
+                               ca_bundle=self.certs.ca_bundle, group_priority_minimum=self.group_priority_minimum,
+                               version_priority=self.version_priority)
+            try:
+                await register(self.client, reg)
+            except (ApiError, OSError) as e:
+                log.error("msg=\"registration failed\" err=%s", e)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        if self.server is not None:
+            await self.server.stop()
+            await self.server.store.close()
+        if self.client is not None:
+            await self.client.close()
+
+    # ---- authentication configuration -----------------------------------
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.auth_refresh_interval)
+            try:
+                await self.refresh_authentication()
+            except Exception:
+                log.exception("msg=\"refreshing authentication configuration failed\"")
+
+    async def refresh_authentication(self) -> None:
+        """Read kube-system/extension-apiserver-authentication (flags win) and apply it."""
+        o = self.options
+        data: dict[str, str] = {}
+        if self.client is not None:
+            try:
+                cm = await self.client.request("GET", AUTH_CONFIGMAP)
+                data = (cm or {}).get("data") or {}
+            except (ApiError, OSError, TimeoutError) as e:
+                log.warning("msg=\"unable to get configmap/extension-apiserver-authentication in kube-system\" "
+                            "err=%s", e)
+        if o.requestheader_client_ca_file:
+            data = dict(data, **{"requestheader-client-ca-file": Path(o.requestheader_client_ca_file).read_text()})
+            if o.requestheader_allowed_names is None:
+                data.pop("requestheader-allowed-names", None)
+        if o.requestheader_allowed_names is not None:
+            data["requestheader-allowed-names"] = ",".join(o.requestheader_allowed_names)
+        if o.client_ca_file:
+            data["client-ca-file"] = Path(o.client_ca_file).read_text()
+        rh_config: RequestHeaderConfig | None = config_from_configmap(data)
+        client_ca = data.get("client-ca-file", "")
+        assert self.authenticator is not None
+        self.authenticator.requestheader.config = rh_config
+        self.authenticator.client_ca = load_pem_certs(client_ca) if client_ca else []
+        for pem in (client_ca.encode(), data.get("requestheader-client-ca-file", "").encode()):
+            if pem.strip() and pem not in self._loaded_cas and self._ssl is not None:
+                self._ssl.load_verify_locations(cadata=pem.decode())
+                self._loaded_cas.add(pem)
+        if self._ssl is not None:
+            self._ssl.verify_mode = ssl.CERT_OPTIONAL if self._loaded_cas else ssl.CERT_NONE
+
+
+def advertise_address(bind_address: str) -> str:
+    """What to put in the Endpoints, as upstream picks an advertise address: a specific bind
+    address, else the address of the interface on the default route. kplane validates Endpoints
+    like upstream (no loopback addresses), so loopback is only the last resort."""
+    if bind_address not in ("0.0.0.0", "::", ""):
+        return bind_address
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1; a UDP connect sends nothing
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def resource(app: ExtensionServer, kind: str, plural: str, **kw: Any) -> Callable[[Any], Any]:
+    """`@resource(app, kind=..., plural=..., ...)`: the decorator form of ExtensionServer.resource."""
+    return app.resource(kind, plural, **kw)

@@ -1,0 +1,201 @@
+"""The proxy: identity headers and escaping, stripping, mTLS with caBundle/server name, streaming, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from kplane.aggregator import apiservice as apis
+from kplane.aggregator.endpoints import EndpointResolver
+from kplane.aggregator.proxy import Proxy, build_target, forward_headers, header_key_escape, identity_headers
+from kplane.apiserver.auth import UserInfo
+from kplane.apiserver.requestinfo import resolve
+from tests.unit.aggregator_fixtures import make_pki, server_context, start_app
+
+
+def test_header_key_escape_as_client_go():
+    assert header_key_escape("scopes") == "scopes"
+    assert header_key_escape("example.com/key") == "example.com%2Fkey"
+    assert header_key_escape("a b%c") == "a%20b%25c"
+    assert header_key_escape("ü") == "%C3%BC"
+    assert header_key_escape("Aa-_.~!#$&'*+^`|") == "Aa-_.~!#$&'*+^`|"
+
+
+def test_identity_headers_one_group_per_header():
+    user = UserInfo("alice", ("dev", "system:authenticated"), extra={"scopes": ("a", "b"), "x/y": ("z",)})
+    assert identity_headers(user) == [
+        ("X-Remote-User", "alice"), ("X-Remote-Group", "dev"), ("X-Remote-Group", "system:authenticated"),
+        ("X-Remote-Extra-scopes", "a"), ("X-Remote-Extra-scopes", "b"), ("X-Remote-Extra-x%2Fy", "z")]
+
+
+def test_forward_headers_strip_credentials_and_forged_identity():
+    incoming = {"Authorization": "Bearer secret", "X-Remote-User": "admin", "x-remote-group": "system:masters",
+                "X-Remote-Extra-Foo": "1", "X-Remote-Uid": "0", "Impersonate-User": "bob", "Connection": "close",
+                "Accept": "application/json", "User-Agent": "kubectl", "Host": "x", "Content-Length": "3"}
+    assert forward_headers(incoming) == [("Accept", "application/json"), ("User-Agent", "kubectl")]
+
+
+class Backend:
+    def __init__(self):
+        self.seen: list[dict] = []
+        self.watch_gate = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peercert")
+        self.seen.append({"headers": list(request.headers.items()), "path": request.path_qs,
+                          "peer_cn": dict(x[0] for x in peer["subject"])["commonName"] if peer else None,
+                          "body": await request.read()})
+        if request.query.get("watch"):
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await resp.prepare(request)
+            await resp.write(b'{"type":"ADDED"}\n')
+            await self.watch_gate.wait()
+            await resp.write(b'{"type":"MODIFIED"}\n')
+            return resp
+        if request.path.endswith("/boom"):
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await resp.prepare(request)
+            await resp.write(b'{"partial":')
+            request.transport.close()
+            return resp
+        return web.json_response({"path": request.path_qs, "method": request.method}, status=200)
+
+
+def lookup_for(port):
+    objs = {("services", "wardle", "api"): {"spec": {"type": "ClusterIP", "ports": [{"name": "https", "port": 443}]}},
+            ("endpoints", "wardle", "api"): {"subsets": [{"addresses": [{"ip": "127.0.0.1"}],
+                                                         "ports": [{"name": "https", "port": port}]}]}}
+    return lambda g, v, plural, ns, name: objs.get((plural, ns, name))
+
+
+def apiservice(pki, **spec):
+    s = {"group": "wardle.example.com", "version": "v1alpha1", "groupPriorityMinimum": 1000, "versionPriority": 15,
+         "service": {"namespace": "wardle", "name": "api", "port": 443}, **spec}
+    return {"metadata": {"name": "v1alpha1.wardle.example.com"}, "spec": s,
+            "status": {"conditions": [apis.condition("True", "Passed", "all checks passed", "t")]}}
+
+
+@pytest.fixture
+async def setup(tmp_path):
+    pki = make_pki(tmp_path)
+    backend = Backend()
+    b_runner, b_port = await start_app(backend.app(), server_context(pki))
+    proxy = Proxy(EndpointResolver(lookup_for(b_port)))
+    user = UserInfo("alice", ("dev",), extra={"scopes": ("s1",)})
+
+    @web.middleware
+    async def front(request, handler):
+        request["user"] = user
+        info = resolve(request.method, request.path, request.query)
+        resp = await proxy(request, info)
+        return resp if resp is not None else web.Response(status=404, text="local")
+
+    app = web.Application(middlewares=[front])
+    async def unused(request):
+        return web.Response(text="unused")
+
+    app.router.add_route("*", "/{tail:.*}", unused)
+    f_runner, f_port = await start_app(app, None)
+    yield pki, backend, proxy, f"http://127.0.0.1:{f_port}"
+    proxy.close()
+    await f_runner.cleanup()
+    await b_runner.cleanup()
+
+
+def install(proxy, pki, **spec):
+    obj = apiservice(pki, **spec)
+    proxy.targets[("wardle.example.com", "v1alpha1")] = build_target(obj, str(pki.client), str(pki.client_key))
+
+
+async def test_proxy_mtls_identity_and_stripping(setup):
+    pki, backend, proxy, url = setup
+    install(proxy, pki, caBundle=pki.ca_bundle())
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(url + "/apis/wardle.example.com/v1alpha1/namespaces/default/flunders?limit=5",
+                        headers={"Authorization": "Bearer x", "X-Remote-User": "root",
+                                 "X-Remote-Group": "system:masters", "X-Remote-Extra-Evil": "1"})
+        assert r.status == 200
+        assert (await r.json())["path"] == "/apis/wardle.example.com/v1alpha1/namespaces/default/flunders?limit=5"
+        r = await s.post(url + "/apis/wardle.example.com/v1alpha1/namespaces/default/flunders", data=b'{"a":1}',
+                         headers={"Content-Type": "application/json"})
+        assert r.status == 200
+    first = backend.seen[0]
+    names = [k.lower() for k, _ in first["headers"]]
+    assert "authorization" not in names
+    assert [v for k, v in first["headers"] if k == "X-Remote-User"] == ["alice"]
+    assert [v for k, v in first["headers"] if k == "X-Remote-Group"] == ["dev"]
+    assert [(k, v) for k, v in first["headers"] if k.lower().startswith("x-remote-extra-")] == \
+        [("X-Remote-Extra-scopes", "s1")]
+    assert first["peer_cn"] == "front-proxy-client"
+    assert backend.seen[1]["body"] == b'{"a":1}'
+    assert len(proxy.pool.idle) == 1  # the connection was kept alive and reused
+
+
+async def test_proxy_rejects_backend_not_matching_ca_bundle(setup, tmp_path):
+    pki, backend, proxy, url = setup
+    other = make_pki(tmp_path / "other") if (tmp_path / "other").mkdir() is None else None
+    install(proxy, pki, caBundle=other.ca_bundle())
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(url + "/apis/wardle.example.com/v1alpha1/flunders")
+        assert r.status == 503
+        assert await r.text() == ("tls: failed to verify certificate: x509: certificate signed by unknown "
+                                  "authority\n")
+    install(proxy, pki, insecureSkipTLSVerify=True)
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(url + "/apis/wardle.example.com/v1alpha1/flunders")
+        assert r.status == 200
+
+
+async def test_unavailable_apiservice_answers_503_as_upstream(setup):
+    pki, backend, proxy, url = setup
+    install(proxy, pki, caBundle=pki.ca_bundle())
+    proxy.targets[("wardle.example.com", "v1alpha1")].available = False
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(url + "/apis/wardle.example.com/v1alpha1/flunders")
+        assert r.status == 503
+        assert await r.text() == "service unavailable\n"
+        assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        r = await s.get(url + "/apis/other.example.com/v1/things")
+        assert await r.text() == "local"
+
+
+async def test_watch_streams_each_event_without_buffering(setup):
+    pki, backend, proxy, url = setup
+    install(proxy, pki, caBundle=pki.ca_bundle())
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(url + "/apis/wardle.example.com/v1alpha1/flunders?watch=1")
+        assert r.status == 200
+        first = await asyncio.wait_for(r.content.readline(), 2)
+        assert json.loads(first) == {"type": "ADDED"}
+        backend.watch_gate.set()
+        second = await asyncio.wait_for(r.content.readline(), 2)
+        assert json.loads(second) == {"type": "MODIFIED"}
+
+
+async def test_backend_dying_mid_response_ends_the_request(setup):
+    pki, backend, proxy, url = setup
+    install(proxy, pki, caBundle=pki.ca_bundle())
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            r = await asyncio.wait_for(s.get(url + "/apis/wardle.example.com/v1alpha1/boom"), 3)
+            await asyncio.wait_for(r.read(), 3)
+
+
+async def test_dial_error_is_503_with_go_message(setup):
+    pki, backend, proxy, url = setup
+    proxy.resolver = EndpointResolver(lookup_for(1))
+    install(proxy, pki, caBundle=pki.ca_bundle())
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(url + "/apis/wardle.example.com/v1alpha1/flunders")
+        assert r.status == 503
+        assert await r.text() == "dial tcp 127.0.0.1:1: connect: connection refused\n"
