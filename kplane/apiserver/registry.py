@@ -72,7 +72,9 @@ class WatchEvent:
 # Hooks other parts of the control plane attach to a registry: the namespace
 # lifecycle check before creates, ClusterIP allocation for services, ...
 CreateHook = Callable[[Obj, WriteOptions], Awaitable[None]]
+UpdateHook = Callable[[Obj, Obj, WriteOptions], Awaitable[None]]  # (new, old, opts)
 DeleteHook = Callable[[Obj], Awaitable[None]]
+BeforeDeleteHook = Callable[[Obj, WriteOptions], Awaitable[None]]
 
 
 class Registry:
@@ -80,18 +82,28 @@ class Registry:
         self.rdef = rdef
         self.store = store
         self.cacher = cacher
+        # Admission-like hooks, run after validation; they may raise StatusError.
         self.before_create: list[CreateHook] = []
+        self.before_update: list[UpdateHook] = []
+        self.before_delete: list[BeforeDeleteHook] = []
         self.after_delete: list[DeleteHook] = []
         self.namespace_check: Callable[[str], Awaitable[None]] | None = None
 
     # ---- encoding -------------------------------------------------------
 
     def decode(self, kv: KV) -> Obj:
-        obj = orjson.loads(kv.value)
-        obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
+        """A stored value as an object of this registry's version."""
+        obj = decode_stored(kv)
         if self.rdef.from_storage:
             obj = self.rdef.from_storage(obj)
         return obj
+
+    def view(self, stored: Obj) -> Obj:
+        """A private copy of a watch-cache object (storage form), in this registry's version.
+
+        The cache holds the storage form shared by every version served from one prefix."""
+        obj = _copy(stored)
+        return self.rdef.from_storage(obj) if self.rdef.from_storage else obj
 
     def encode(self, obj: Obj) -> bytes:
         stored = self.rdef.to_storage(obj) if self.rdef.to_storage else obj
@@ -123,7 +135,7 @@ class Registry:
             hit = self.cacher.get(key)
         if hit is None:
             raise self._not_found(name)
-        return _copy(hit[1])
+        return self.view(hit[1])
 
     async def _fresh(self, resource_version: str) -> None:
         if resource_version and resource_version != "0":
@@ -147,7 +159,7 @@ class Registry:
         if opts.resource_version != "0":
             await self._fresh(opts.resource_version)
         entries, revision, _ = self.cacher.list(prefix)
-        items = [_copy(obj) for _, obj in entries if self._matches(obj, opts)]
+        items = [o for o in (self.view(obj) for _, obj in entries) if self._matches(o, opts)]
         return ListResult(items, str(revision))
 
     async def _list_from_store(self, prefix: str, rv: int, start_after: str | None,
@@ -219,7 +231,7 @@ class Registry:
             elif rv_param == "":
                 await self._fresh("")
             entries, revision, _ = self.cacher.list(prefix)
-            initial = [obj for _, obj in entries if self._matches(obj, opts)]
+            initial = [o for o in (self.view(obj) for _, obj in entries) if self._matches(o, opts)]
             start = revision
         else:
             start = _parse_rv(rv_param)
@@ -229,7 +241,7 @@ class Registry:
             yield _expired_event(e)
             return
         for obj in initial:
-            yield WatchEvent("ADDED", _copy(obj))
+            yield WatchEvent("ADDED", obj)
         if send_initial_events and opts.resource_version_match == "NotOlderThan" and bookmarks:
             yield WatchEvent("BOOKMARK", self._bookmark(start, initial_end=True))
         try:
@@ -248,20 +260,20 @@ class Registry:
     def _convert_event(self, ev: Any, opts: ListOptions) -> WatchEvent | None:
         """Apply selectors the way upstream's cacher does: an object that stops
         matching is reported DELETED, one that starts matching ADDED."""
-        obj = ev.obj
-        prev = ev.prev_obj
+        obj = self.view(ev.obj)
+        prev = self.view(ev.prev_obj) if ev.prev_obj is not None else None
         cur_ok = self._matches(obj, opts)
         if ev.type == "DELETED":
-            return WatchEvent("DELETED", _copy(obj)) if cur_ok else None
+            return WatchEvent("DELETED", obj) if cur_ok else None
         prev_ok = prev is not None and self._matches(prev, opts)
         if ev.type == "ADDED" or prev is None:
-            return WatchEvent("ADDED", _copy(obj)) if cur_ok else None
+            return WatchEvent("ADDED", obj) if cur_ok else None
         if cur_ok and prev_ok:
-            return WatchEvent("MODIFIED", _copy(obj))
+            return WatchEvent("MODIFIED", obj)
         if cur_ok:
-            return WatchEvent("ADDED", _copy(obj))
+            return WatchEvent("ADDED", obj)
         if prev_ok:
-            gone = _copy(prev)
+            gone = prev
             gone["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
             return WatchEvent("DELETED", gone)
         return None
@@ -441,6 +453,8 @@ class Registry:
                 raise errors.conflict(rdef.plural, name, rdef.group)
             new = self._prepare_update(new, old, opts)
             self._validate(new, old)
+            for hook in self.before_update:
+                await hook(new, old, opts)
             if not opts.apply:
                 self._track_fields(old, new, opts, "Update")
             if _semantically_equal(new, old):
@@ -535,6 +549,9 @@ class Registry:
                                       f"Precondition failed: ResourceVersion in precondition: "
                                       f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                                       f"{m['resourceVersion']}")
+            if not m.get("deletionTimestamp"):
+                for hook in self.before_delete:
+                    await hook(obj, opts)
             finalizers = list(m.get("finalizers") or [])
             if policy == "Foreground" and "foregroundDeletion" not in finalizers and not m.get(
                     "deletionTimestamp"):
@@ -602,6 +619,13 @@ class Registry:
 def _expired_event(e: CompactedError) -> WatchEvent:
     status = errors.expired(f"too old resource version: {e.requested} ({e.compacted})").to_status()
     return WatchEvent("ERROR", status)
+
+
+def decode_stored(kv: KV) -> Obj:
+    """A stored value in its storage form, with resourceVersion from the revision."""
+    obj = orjson.loads(kv.value)
+    obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
+    return obj
 
 
 def _copy(obj: Obj) -> Obj:

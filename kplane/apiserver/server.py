@@ -21,7 +21,7 @@ from kplane.apiserver import negotiation
 from kplane.apiserver.auth import ALLOW, RequestAttributes, UserInfo
 from kplane.apiserver.handlers import ResourceHandler, json_response, status_response
 from kplane.apiserver.health import HealthChecks
-from kplane.apiserver.registry import Registry
+from kplane.apiserver.registry import Registry, decode_stored
 from kplane.apiserver.requestinfo import RequestInfo, resolve
 from kplane.apiserver.resource import ResourceDef
 from kplane.storage.cacher import Cacher
@@ -73,17 +73,17 @@ class GenericAPIServer:
 
     # ---- resources ------------------------------------------------------
 
-    def install(self, rdef: ResourceDef) -> Registry:
-        """Serve `rdef`. Definitions sharing a storage prefix share one watch cache."""
+    def install(self, rdef: ResourceDef, registry_cls: type[Registry] = Registry) -> Registry:
+        """Serve `rdef`. Definitions sharing a storage prefix share one watch cache,
+        which holds objects in their storage form."""
         prefix = rdef.key_prefix()
         cacher = self.cachers.get(prefix)
-        registry = Registry(rdef, self.store, cacher)  # type: ignore[arg-type]
         if cacher is None:
-            cacher = Cacher(self.store, prefix, registry.decode)
+            cacher = Cacher(self.store, prefix, decode_stored)
             self.cachers[prefix] = cacher
-            registry.cacher = cacher
             if self._runner is not None:
                 asyncio.ensure_future(cacher.start())
+        registry = registry_cls(rdef, self.store, cacher)
         self.registries[(rdef.group, rdef.version, rdef.plural)] = registry
         self.defs.append(rdef)
         self._defs_changed()
@@ -156,8 +156,7 @@ class GenericAPIServer:
                 if user is ANONYMOUS and not request.path.startswith(PUBLIC_PATHS) \
                         and not getattr(self.authorizer, "authorizes_anonymous", False):
                     raise errors.unauthorized()
-                raise errors.forbidden(forbidden_message(attrs, reason), attrs.resource, attrs.name,
-                                       attrs.api_group)
+                raise forbidden_error(attrs, reason)
             request["attributes"] = attrs
             return await handler(request)
         except errors.StatusError as e:
@@ -312,6 +311,21 @@ def forbidden_message(attrs: RequestAttributes, reason: str = "") -> str:
     if reason:
         msg += ": " + reason
     return msg
+
+
+def forbidden_error(attrs: RequestAttributes, reason: str = "") -> errors.StatusError:
+    """403 wrapped as upstream's NewForbidden: `<resource>.<group> "<name>" is forbidden: <message>`."""
+    msg = forbidden_message(attrs, reason)
+    if not attrs.is_resource_request:
+        return errors.StatusError(403, "Forbidden", f"forbidden: {msg}", {})
+    qualified = attrs.resource + (f".{attrs.api_group}" if attrs.api_group else "")
+    named = f'{qualified} "{attrs.name}"' if attrs.name else qualified
+    details: dict[str, Any] = {"kind": attrs.resource}
+    if attrs.name:
+        details = {"name": attrs.name, **details}
+    if attrs.api_group:
+        details["group"] = attrs.api_group
+    return errors.StatusError(403, "Forbidden", f"{named} is forbidden: {msg}", details)
 
 
 def peer_identity(request: web.Request) -> tuple[str, tuple[str, ...]] | None:

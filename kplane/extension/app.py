@@ -68,7 +68,7 @@ class ResourceHandle:
 class Options:
     kubeconfig: str = ""
     secure_port: int = 8443
-    bind_address: str = "0.0.0.0"
+    bind_address: str = "127.0.0.1"
     data_dir: Path | None = None
     register: bool = True
     advertise_address: str = ""
@@ -316,7 +316,7 @@ class ExtensionServer:
         p = argparse.ArgumentParser(description=f"{self.group} extension API server")
         p.add_argument("--kubeconfig", required=True, help="kubeconfig for kplane (delegation, registration)")
         p.add_argument("--secure-port", type=int, default=8443)
-        p.add_argument("--bind-address", default="0.0.0.0", help="listen address (default 0.0.0.0, as upstream)")
+        p.add_argument("--bind-address", default="127.0.0.1", help="listen address (default 127.0.0.1)")
         p.add_argument("--advertise-address", default="",
                        help="address registered in the Endpoints (default: a specific --bind-address, else "
                             "this host's address on the default route, else 127.0.0.1)")

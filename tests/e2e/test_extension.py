@@ -229,8 +229,6 @@ def test_registered_service_and_endpoints(wardle: Wardle, kp: KplaneProcess) -> 
             time.sleep(0.2)
     assert svc["spec"]["ports"][0]["port"] == wardle.port
     assert not svc["spec"].get("selector")
-    if "may not be in the loopback range" in wardle.log():
-        pytest.xfail("kplane validates Endpoints like upstream and refuses 127.0.0.1 (decision pending)")
     ep = kubectl("get", "endpoints", "-n", "wardle", "api")
     assert ep["subsets"][0]["addresses"][0]["ip"] == "127.0.0.1"
     assert ep["subsets"][0]["ports"][0]["port"] == wardle.port

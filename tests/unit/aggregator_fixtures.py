@@ -54,5 +54,5 @@ async def start_app(app: web.Application, ctx: ssl.SSLContext | None) -> tuple[w
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    port = site._server.sockets[0].getsockname()[1]
     return runner, port

@@ -27,8 +27,8 @@ def test_valid_remote_and_local():
 
 def test_name_must_be_version_dot_group():
     got = messages(svc(name="v1.wrong"))
-    assert got == [("metadata.name", 'Invalid value: "v1.wrong": must be `spec.version+"."+spec.group`: '
-                                     '"v1alpha1.wardle.example.com"')]
+    assert got == [("metadata.name", ('Invalid value: "v1.wrong": must be `spec.version+"."+spec.group`: '
+                                     '"v1alpha1.wardle.example.com"'))]
 
 
 def test_priorities_in_range():

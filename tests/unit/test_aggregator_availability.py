@@ -48,14 +48,14 @@ EPS = {"subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http
 
 
 async def cond_for(objects, prober=None):
-    c, store, written = controller(objects, prober)
+    c, store, _written = controller(objects, prober)
     ok = await c.sync("v1alpha1.wardle.example.com")
     cond = apis.get_condition(store["v1alpha1.wardle.example.com"])
     return ok, cond, c
 
 
 async def test_local():
-    c, store, written = controller({})
+    c, _store, written = controller({})
     assert await c.sync("v1.local.io")
     assert written["v1.local.io"]["conditions"] == [
         {"type": "Available", "status": "True", "lastTransitionTime": "T", "reason": "Local",
@@ -107,7 +107,7 @@ async def test_failed_discovery_check_and_passed():
 
 async def test_no_write_when_nothing_changed():
     objs = {("services", "wardle", "api"): SVC, ("endpoints", "wardle", "api"): EPS}
-    c, store, written = controller(objs)
+    c, _store, written = controller(objs)
     await c.sync("v1alpha1.wardle.example.com")
     written.clear()
     await c.sync("v1alpha1.wardle.example.com")

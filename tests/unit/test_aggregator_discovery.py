@@ -7,7 +7,12 @@ import time
 
 import orjson
 
-from kplane.aggregator.discovery import DISCOVERY_TIMEOUT, REQUEST_TIMEOUT, MergedDiscovery, convert_resource_list
+from kplane.aggregator.discovery import (
+    DISCOVERY_TIMEOUT,
+    REQUEST_TIMEOUT,
+    MergedDiscovery,
+    convert_resource_list,
+)
 from kplane.apiserver import discovery as disco
 
 
@@ -137,7 +142,7 @@ async def test_hanging_backend_is_stale_within_the_bound_and_others_still_served
 
 
 def test_feature_gate_off_lifts_the_5s_bound():
-    d = MergedDiscovery(FakeLocal(), lambda: [], None, timeout_enabled=False)
+    d = MergedDiscovery(FakeLocal(), list, None, timeout_enabled=False)
     assert d.timeout == REQUEST_TIMEOUT > 7
 
 

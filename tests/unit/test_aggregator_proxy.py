@@ -141,7 +141,7 @@ async def test_proxy_mtls_identity_and_stripping(setup):
 
 
 async def test_proxy_rejects_backend_not_matching_ca_bundle(setup, tmp_path):
-    pki, backend, proxy, url = setup
+    pki, _backend, proxy, url = setup
     other = make_pki(tmp_path / "other") if (tmp_path / "other").mkdir() is None else None
     install(proxy, pki, caBundle=other.ca_bundle())
     async with aiohttp.ClientSession() as s:
@@ -156,7 +156,7 @@ async def test_proxy_rejects_backend_not_matching_ca_bundle(setup, tmp_path):
 
 
 async def test_unavailable_apiservice_answers_503_as_upstream(setup):
-    pki, backend, proxy, url = setup
+    pki, _backend, proxy, url = setup
     install(proxy, pki, caBundle=pki.ca_bundle())
     proxy.targets[("wardle.example.com", "v1alpha1")].available = False
     async with aiohttp.ClientSession() as s:
@@ -183,7 +183,7 @@ async def test_watch_streams_each_event_without_buffering(setup):
 
 
 async def test_backend_dying_mid_response_ends_the_request(setup):
-    pki, backend, proxy, url = setup
+    pki, _backend, proxy, url = setup
     install(proxy, pki, caBundle=pki.ca_bundle())
     async with aiohttp.ClientSession() as s:
         with pytest.raises(aiohttp.ClientPayloadError):
@@ -192,7 +192,7 @@ async def test_backend_dying_mid_response_ends_the_request(setup):
 
 
 async def test_dial_error_is_503_with_go_message(setup):
-    pki, backend, proxy, url = setup
+    pki, _backend, proxy, url = setup
     proxy.resolver = EndpointResolver(lookup_for(1))
     install(proxy, pki, caBundle=pki.ca_bundle())
     async with aiohttp.ClientSession() as s:

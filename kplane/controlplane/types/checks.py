@@ -117,15 +117,20 @@ def validate_ip(value: Any, path: str) -> list[Cause]:
     return []
 
 
-def validate_non_special_ip(value: str, path: str) -> list[Cause]:
-    """ValidateNonSpecialIP: endpoints and external IPs may not be node-local addresses."""
+def validate_non_special_ip(value: str, path: str, allow_loopback: bool = False) -> list[Cause]:
+    """ValidateNonSpecialIP: endpoints and external IPs may not be node-local addresses.
+
+    kplane deviates for Endpoints and EndpointSlices (allow_loopback): it has
+    no nodes and no kube-proxy, routes aggregated APIs straight to endpoints,
+    and its extension servers usually listen on 127.0.0.1 of the same machine.
+    """
     ip = parse_ip(value)
     if ip is None:
         return [field_invalid(path, value, "must be a valid IP address")]
     causes: list[Cause] = []
     if ip.is_unspecified:
         causes.append(field_invalid(path, value, f"may not be unspecified ({value})"))
-    if ip.is_loopback:
+    if ip.is_loopback and not allow_loopback:
         causes.append(field_invalid(path, value, "may not be in the loopback range (127.0.0.0/8, ::1/128)"))
     if ip.is_link_local:
         causes.append(field_invalid(path, value,

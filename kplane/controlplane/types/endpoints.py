@@ -90,7 +90,7 @@ def _validate_address(addr: Obj, path: str) -> list[Cause]:
         node = addr["nodeName"]
         causes += [field_invalid(f"{path}.nodeName", node, m) for m in is_dns1123_subdomain(node)]
     if not causes:
-        causes += validate_non_special_ip(ip, f"{path}.ip")
+        causes += validate_non_special_ip(ip, f"{path}.ip", allow_loopback=True)
     return causes
 
 

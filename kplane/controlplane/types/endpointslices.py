@@ -155,7 +155,7 @@ def _validate_address(address: Any, address_type: str, path: str) -> list[Cause]
         want = 4 if address_type == "IPv4" else 6
         if ip is None or ip.version != want:
             return [field_invalid(path, address, f"must be a valid {address_type} address")]
-        return validate_non_special_ip(address, path)
+        return validate_non_special_ip(address, path, allow_loopback=True)
     if address_type == "FQDN":
         return _validate_fqdn(address, path)
     return []  # unknown types were already reported; their addresses are not checked
