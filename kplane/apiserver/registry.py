@@ -485,13 +485,16 @@ class Registry:
     def _prepare_update(self, new: Obj, old: Obj, opts: WriteOptions) -> Obj:
         rdef = self.rdef
         nm, om = new["metadata"], old["metadata"]
-        for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+        # As upstream's BeforeUpdate: server-owned fields come from the stored object
+        # (a client's reformatted creationTimestamp is not a change); a uid the client
+        # sends must match (validation reports it as immutable).
+        for k in ("creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
             if k in om:
-                if k not in ("uid", "creationTimestamp") or k not in nm:
-                    nm[k] = om[k]
+                nm[k] = om[k]
             else:
-                if k not in ("uid", "creationTimestamp"):
-                    nm.pop(k, None)
+                nm.pop(k, None)
+        if not nm.get("uid"):
+            nm["uid"] = om.get("uid")
         nm["resourceVersion"] = om["resourceVersion"]
         if om.get("deletionTimestamp") and _added_finalizers(nm, om):
             raise errors.invalid(rdef.kind, nm.get("name", ""), [errors.field_forbidden(

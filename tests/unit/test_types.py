@@ -245,8 +245,11 @@ def test_endpoints() -> None:
     many = {"subsets": [{"addresses": [{"ip": f"10.0.0.{i}"} for i in range(1, 6)], "ports": [{"port": 8}]}]}
     assert cells("Endpoints", {**many, "metadata": {"name": "m"}})["Endpoints"] == (
         "10.0.0.1:8,10.0.0.2:8,10.0.0.3:8 + 2 more...")
-    bad = ep.validate_create({"subsets": [{"addresses": [{"ip": "127.0.0.1"}, {"ip": "nope"}]}, {}]})
+    bad = ep.validate_create({"subsets": [{"addresses": [{"ip": "169.254.1.1"}, {"ip": "nope"}]}, {}]})
     assert fields(bad) == ["subsets[0].addresses[0].ip", "subsets[0].addresses[1].ip", "subsets[1]"]
+    # kplane deviation: no kube-proxy, so extension servers on loopback are valid endpoints.
+    assert ep.validate_create({"subsets": [{"addresses": [{"ip": "127.0.0.1"}],
+                                            "ports": [{"port": 8443, "protocol": "TCP"}]}]}) == []
 
 
 def test_endpointslices() -> None:

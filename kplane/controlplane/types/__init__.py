@@ -15,13 +15,14 @@ from kplane.controlplane.types import (
     events,
     leases,
     namespaces,
+    rbac,
     secrets,
     serviceaccounts,
     services,
 )
 
 _MODULES = (namespaces, configmaps, secrets, services, endpoints, serviceaccounts, events, endpointslices,
-            leases)
+            leases, rbac)
 
 
 def builtin_resources() -> list[ResourceDef]:

@@ -1,0 +1,351 @@
+"""The core API end to end: a real `kplane serve`, the real kubectl and the
+official kubernetes Python client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+
+from kplane.testing import KplaneProcess
+from kplane.testing.plugin import Kubectl
+
+
+@pytest.fixture(scope="module")
+def kplane():
+    kp = KplaneProcess().start()
+    yield kp
+    kp.cleanup()
+
+
+@pytest.fixture(scope="module")
+def kubectl(kplane):
+    return Kubectl(kplane.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def api(kplane):
+    return k8s_config.new_client_from_config(config_file=kplane.kubeconfig)
+
+
+def admin_ssl(kplane):
+    import ssl
+
+    pki = kplane.data_dir / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    return ctx
+
+
+def apply(kubectl: Kubectl, manifest: dict, *args: str) -> str:
+    return kubectl("apply", "-f", "-", *args, input=json.dumps(manifest))
+
+
+def test_default_namespaces_and_version(kubectl):
+    names = kubectl("get", "ns", "-o", "jsonpath={.items[*].metadata.name}").split()
+    assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= set(names)
+    version = json.loads(kubectl("version", "-o", "json"))
+    assert version["serverVersion"]["major"] == "1"
+
+
+def test_create_get_and_typed_client(kubectl, api):
+    kubectl("create", "namespace", "demo")
+    kubectl("-n", "demo", "create", "configmap", "app", "--from-literal=a=1")
+    core = k8s.CoreV1Api(api)
+    cm = core.read_namespaced_config_map("app", "demo")
+    assert cm.data == {"a": "1"}
+    assert cm.metadata.uid and cm.metadata.creation_timestamp and int(cm.metadata.resource_version) > 0
+    table = kubectl("-n", "demo", "get", "configmap", "app")
+    assert table.split("\n")[0].split() == ["NAME", "DATA", "AGE"]
+    assert table.split("\n")[1].split()[:2] == ["app", "1"]
+
+
+def test_generate_name_and_already_exists(api):
+    core = k8s.CoreV1Api(api)
+    body = {"metadata": {"generateName": "gen-"}, "data": {"x": "y"}}
+    created = core.create_namespaced_config_map("default", body)
+    assert created.metadata.name.startswith("gen-") and len(created.metadata.name) == len("gen-") + 5
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map("default", {"metadata": {"name": created.metadata.name}})
+    assert e.value.status == 409
+    status = json.loads(e.value.body)
+    assert status["reason"] == "AlreadyExists" and status["kind"] == "Status"
+
+
+def test_apply_client_side_and_server_side(kubectl, api):
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "applied", "namespace": "default", "labels": {"tier": "web"}},
+                "data": {"a": "1"}}
+    assert "created" in apply(kubectl, manifest)
+    manifest["data"]["b"] = "2"
+    assert "configured" in apply(kubectl, manifest)
+    ssa = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa", "namespace": "default"},
+           "data": {"k": "v"}}
+    assert "serverside-applied" in apply(kubectl, ssa, "--server-side")
+    obj = json.loads(kubectl("get", "cm", "ssa", "-o", "json", "--show-managed-fields"))
+    managers = {m["manager"]: m for m in obj["metadata"]["managedFields"]}
+    assert managers["kubectl"]["operation"] == "Apply"
+    assert "f:k" in managers["kubectl"]["fieldsV1"]["f:data"]
+    # A different manager setting the same field to another value conflicts (409) unless forced.
+    other = dict(ssa, data={"k": "other"})
+    proc = kubectl.run("apply", "-f", "-", "--server-side", "--field-manager=other", input=json.dumps(other),
+                       check=False)
+    assert proc.returncode != 0 and "conflict" in proc.stderr.lower()
+    apply(kubectl, other, "--server-side", "--field-manager=other", "--force-conflicts")
+    assert json.loads(kubectl("get", "cm", "ssa", "-o", "json"))["data"] == {"k": "other"}
+
+
+def test_patch_types(kubectl):
+    kubectl("create", "configmap", "patched", "--from-literal=a=1")
+    kubectl("patch", "cm", "patched", "-p", '{"data":{"b":"2"}}')
+    kubectl("patch", "cm", "patched", "--type=merge", "-p", '{"data":{"c":"3","a":null}}')
+    kubectl("patch", "cm", "patched", "--type=json", "-p", '[{"op":"add","path":"/data/d","value":"4"}]')
+    data = json.loads(kubectl("get", "cm", "patched", "-o", "jsonpath={.data}"))
+    assert data == {"b": "2", "c": "3", "d": "4"}
+
+
+def test_strategic_merge_patch_uses_merge_keys(kubectl):
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+           "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}}
+    apply(kubectl, svc)
+    kubectl("patch", "svc", "web", "-p", '{"spec":{"ports":[{"name":"https","port":443}]}}')
+    obj = json.loads(kubectl("get", "svc", "web", "-o", "json"))
+    assert sorted(p["port"] for p in obj["spec"]["ports"]) == [80, 443]
+    assert obj["spec"]["clusterIP"].startswith("10.")
+    assert obj["spec"]["ports"][0]["targetPort"] == 80 and obj["spec"]["ports"][0]["protocol"] == "TCP"
+
+
+def test_cluster_ips_are_unique(api):
+    core = k8s.CoreV1Api(api)
+    ips = set()
+    for i in range(20):
+        svc = core.create_namespaced_service("default", {"metadata": {"name": f"s{i}"},
+                                                         "spec": {"ports": [{"port": 80}]}})
+        ips.add(svc.spec.cluster_ip)
+    assert len(ips) == 20
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_service("default", {"metadata": {"name": "dup"},
+                                                   "spec": {"clusterIP": next(iter(ips)), "ports": [{"port": 80}]}})
+    assert e.value.status == 422 and "already allocated" in e.value.body
+
+
+def test_replace_with_stale_resource_version_conflicts(kubectl, api):
+    core = k8s.CoreV1Api(api)
+    cm = core.create_namespaced_config_map("default", {"metadata": {"name": "stale"}, "data": {"v": "1"}})
+    cm.data = {"v": "2"}
+    core.replace_namespaced_config_map("stale", "default", cm)
+    cm.data = {"v": "3"}
+    with pytest.raises(ApiException) as e:
+        core.replace_namespaced_config_map("stale", "default", cm)
+    status = json.loads(e.value.body)
+    assert e.value.status == 409 and status["reason"] == "Conflict"
+    assert status["message"] == ('Operation cannot be fulfilled on configmaps "stale": the object has been '
+                                 'modified; please apply your changes to the latest version and try again')
+    stale = json.loads(kubectl("get", "cm", "stale", "-o", "json"))
+    stale["metadata"]["resourceVersion"] = "1"
+    proc = kubectl.run("replace", "-f", "-", input=json.dumps(stale), check=False)
+    assert proc.returncode != 0 and "the object has been modified" in proc.stderr
+
+
+def test_label_selectors_and_field_selectors(kubectl):
+    for name, tier in (("sel-a", "web"), ("sel-b", "db"), ("sel-c", "web")):
+        apply(kubectl, {"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": name, "namespace": "default", "labels": {"layer": tier}}})
+    names = lambda *a: kubectl("get", "cm", *a, "-o", "jsonpath={.items[*].metadata.name}").split()  # noqa: E731
+    assert names("-l", "layer=web") == ["sel-a", "sel-c"]
+    assert names("-l", "layer!=web,layer") == ["sel-b"]
+    assert names("-l", "layer in (db,web)") == ["sel-a", "sel-b", "sel-c"]
+    assert names("-l", "layer notin (web),layer") == ["sel-b"]
+    assert "sel-a" not in names("-l", "!layer")
+    assert names("--field-selector", "metadata.name=sel-b") == ["sel-b"]
+    proc = kubectl.run("get", "cm", "--field-selector", "spec.nothing=x", check=False)
+    assert proc.returncode != 0 and "field label not supported" in proc.stderr
+
+
+def test_chunked_list(kubectl, api):
+    core = k8s.CoreV1Api(api)
+    kubectl("create", "namespace", "chunks")
+    for i in range(25):
+        core.create_namespaced_config_map("chunks", {"metadata": {"name": f"c{i:02d}"}})
+    first = core.list_namespaced_config_map("chunks", limit=10)
+    assert len(first.items) == 10 and first.metadata._continue
+    second = core.list_namespaced_config_map("chunks", limit=10, _continue=first.metadata._continue)
+    third = core.list_namespaced_config_map("chunks", limit=10, _continue=second.metadata._continue)
+    names = [o.metadata.name for o in first.items + second.items + third.items]
+    assert names == [f"c{i:02d}" for i in range(25)] and not third.metadata._continue
+    out = kubectl("-n", "chunks", "get", "cm", "--chunk-size=7", "-o", "name", "-v=6", check=False)
+    assert out.count("configmap/") == 25
+
+
+def test_watch_with_kubectl(kplane, kubectl):
+    kubectl("create", "namespace", "watched")
+    proc = subprocess.Popen(["kubectl", "--kubeconfig", kplane.kubeconfig, "-n", "watched", "get", "cm", "-w",
+                             "--output-watch-events", "-o", "custom-columns=NAME:.metadata.name"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        kubectl("-n", "watched", "create", "configmap", "w1")
+        kubectl("-n", "watched", "label", "configmap", "w1", "x=y")
+        kubectl("-n", "watched", "delete", "configmap", "w1")
+        time.sleep(1.0)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    events = [line.split() for line in out.splitlines() if line.strip() and "EVENT" not in line]
+    assert [e[0] for e in events if e[-1] == "w1"] == ["ADDED", "MODIFIED", "DELETED"], (out, err)
+
+
+def test_watch_with_python_client_and_bookmarks(api):
+    from kubernetes import watch
+
+    core = k8s.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "pywatch"}})
+    start = core.list_namespaced_config_map("pywatch").metadata.resource_version
+    core.create_namespaced_config_map("pywatch", {"metadata": {"name": "p1"}})
+    w = watch.Watch()
+    seen = []
+    for ev in w.stream(core.list_namespaced_config_map, "pywatch", resource_version=start, timeout_seconds=2,
+                       allow_watch_bookmarks=True):
+        seen.append((ev["type"], ev["object"].metadata.name))
+        if len(seen) == 1:
+            w.stop()
+    assert seen == [("ADDED", "p1")]
+
+
+def test_watch_too_old_resource_version_is_gone(kplane, api):
+    import urllib.request
+
+    core = k8s.CoreV1Api(api)
+    resp = core.list_namespaced_config_map("default", resource_version="1", watch=True, timeout_seconds=2,
+                                           _preload_content=False)
+    first = json.loads(resp.readline())
+    # Revision 1 is still in history (no compaction yet): replay works and starts at revision > 1.
+    assert first["type"] in ("ADDED", "MODIFIED", "DELETED")
+    del urllib
+
+
+def test_api_resources_and_explain(kubectl):
+    out = kubectl("api-resources")
+    for res in ("configmaps", "secrets", "services", "endpoints", "namespaces", "serviceaccounts", "events",
+                "endpointslices", "leases"):
+        assert res in out
+    explain = kubectl("explain", "configmap.data")
+    assert "FIELD: data" in explain and "map[string]string" in explain
+
+
+def test_unknown_fields_strict_and_warn(kubectl):
+    bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "strict", "namespace": "default"},
+           "data": {"a": "1"}, "bogus": True}
+    proc = kubectl.run("apply", "-f", "-", "--validate=strict", input=json.dumps(bad), check=False)
+    assert proc.returncode != 0 and 'unknown field "bogus"' in proc.stderr
+    proc = kubectl.run("apply", "-f", "-", "--validate=warn", input=json.dumps(bad), check=False)
+    assert proc.returncode == 0 and 'unknown field "bogus"' in proc.stderr
+
+
+def test_bad_names_are_invalid(api):
+    core = k8s.CoreV1Api(api)
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map("default", {"metadata": {"name": "Bad_Name"}})
+    status = json.loads(e.value.body)
+    assert e.value.status == 422 and status["reason"] == "Invalid"
+    assert status["details"]["causes"][0]["field"] == "metadata.name"
+    with pytest.raises(ApiException) as e:
+        core.create_namespace({"metadata": {"name": "a.b"}})  # namespaces are DNS-1123 labels
+    assert e.value.status == 422
+
+
+def test_malformed_json_and_oversized_bodies(kplane, api):
+    core = k8s.CoreV1Api(api)
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{kplane.url}/api/v1/namespaces/default/configmaps", data=b"{not json",
+                                 method="POST", headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as he:
+        urllib.request.urlopen(req, context=admin_ssl(kplane))
+    assert he.value.code == 400 and json.loads(he.value.read())["reason"] == "BadRequest"
+    big = {"metadata": {"name": "big"}, "data": {"x": "a" * (3 * 1024 * 1024 + 10)}}
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map("default", big)
+    assert e.value.status == 413
+    with pytest.raises(ApiException):
+        core.read_namespaced_config_map("big", "default")
+
+
+def test_dry_run_writes_nothing(kubectl):
+    kubectl("create", "configmap", "dry", "--from-literal=a=1", "--dry-run=server")
+    proc = kubectl.run("get", "cm", "dry", check=False)
+    assert proc.returncode != 0 and "NotFound" in proc.stderr
+
+
+def test_secrets_fold_string_data(kubectl):
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "default"},
+                "stringData": {"password": "hunter2"}}
+    apply(kubectl, manifest)
+    obj = json.loads(kubectl("get", "secret", "creds", "-o", "json"))
+    assert obj["data"] == {"password": "aHVudGVyMg=="} and obj["type"] == "Opaque" and "stringData" not in obj
+
+
+def test_finalizers_hold_deletion(kubectl, api):
+    core = k8s.CoreV1Api(api)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "held", "finalizers": ["example.com/x"]}})
+    kubectl("delete", "cm", "held", "--wait=false")
+    held = core.read_namespaced_config_map("held", "default")
+    assert held.metadata.deletion_timestamp is not None
+    kubectl("patch", "cm", "held", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+    with pytest.raises(ApiException) as e:
+        core.read_namespaced_config_map("held", "default")
+    assert e.value.status == 404
+
+
+def test_namespace_deletion_removes_content(kubectl, api):
+    core = k8s.CoreV1Api(api)
+    kubectl("create", "namespace", "doomed")
+    core.create_namespaced_config_map("doomed", {"metadata": {"name": "x"}})
+    core.create_namespaced_secret("doomed", {"metadata": {"name": "y"}})
+    kubectl("delete", "namespace", "doomed", "--timeout=30s")
+    with pytest.raises(ApiException) as e:
+        core.read_namespace("doomed")
+    assert e.value.status == 404
+    assert core.list_namespaced_config_map("doomed").items == []
+
+
+def test_create_in_missing_namespace_is_not_found(api):
+    core = k8s.CoreV1Api(api)
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map("nope", {"metadata": {"name": "x"}})
+    assert e.value.status == 404 and json.loads(e.value.body)["message"] == 'namespaces "nope" not found'
+
+
+def test_health_endpoints(kplane, kubectl):
+    assert kubectl("get", "--raw", "/readyz") == "ok"
+    verbose = kubectl("get", "--raw", "/livez?verbose")
+    assert "[+]ping ok" in verbose and "livez check passed" in verbose
+
+
+def test_unauthenticated_is_refused(kplane):
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(kplane.data_dir / "pki" / "ca.crt"))
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{kplane.url}/api/v1/namespaces/default/configmaps", context=ctx)
+    assert e.value.code in (401, 403)
+    assert json.loads(e.value.read())["kind"] == "Status"
+
+
+def test_restart_keeps_data_and_resource_versions(kplane, kubectl, api):
+    core = k8s.CoreV1Api(api)
+    before = core.create_namespaced_config_map("default", {"metadata": {"name": "survivor"}, "data": {"a": "1"}})
+    kplane.restart()
+    after = core.read_namespaced_config_map("survivor", "default")
+    assert after.metadata.resource_version == before.metadata.resource_version
+    assert after.metadata.uid == before.metadata.uid
+    created = core.create_namespaced_config_map("default", {"metadata": {"name": "after-restart"}})
+    assert int(created.metadata.resource_version) > int(before.metadata.resource_version)
