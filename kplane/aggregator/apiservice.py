@@ -112,17 +112,30 @@ STATUS_SCHEMA = {
 }
 
 
-def _schema() -> dict[str, Any]:
-    description = 'APIService represents a server for a particular GroupVersion. Name must be "version.group".'
-    props = {"spec": SPEC_SCHEMA, "status": STATUS_SCHEMA}
-    try:
-        from kplane.controlplane.types.schema import kind_schema  # shared ObjectMeta schema (pure data)
+_API_VERSION_DOC = (
+    "APIVersion defines the versioned schema of this representation of an object. Servers should "
+    "convert recognized schemas to the latest internal value, and may reject unrecognized values. "
+    "More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources")
+_KIND_DOC = (
+    "Kind is a string value representing the REST resource this object represents. Servers may infer "
+    "this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: "
+    "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds")
+_METADATA_DOC = (
+    "Standard object's metadata. More info: "
+    "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata")
 
-        return kind_schema(description, props)
-    except ImportError:  # pragma: no cover - the schema DSL is optional for the aggregator
-        return {"type": "object", "description": description,
-                "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                               "metadata": {"type": "object"}, **props}}
+
+def _schema() -> dict[str, Any]:
+    """The kind's schema. metadata stays a plain object: the OpenAPI builder turns it into a
+    reference to the shared ObjectMeta definition and the patch code supplies its own."""
+    props = {"apiVersion": {"type": "string", "description": _API_VERSION_DOC},
+             "kind": {"type": "string", "description": _KIND_DOC},
+             "metadata": {"type": "object", "description": _METADATA_DOC},
+             "spec": SPEC_SCHEMA, "status": STATUS_SCHEMA}
+    return {"type": "object",
+            "description": 'APIService represents a server for a particular GroupVersion. Name must be '
+                           '"version.group".',
+            "properties": props}
 
 
 # ---- helpers on plain dicts -------------------------------------------------------------------------

@@ -5,7 +5,8 @@ discovery v2 (APIGroupDiscoveryList)."""
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 

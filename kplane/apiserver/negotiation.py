@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import yaml
 
-from kplane.apimachinery import errors
+from kplane.apimachinery import errors, protobuf
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # upstream's 3 MiB request body limit
 
@@ -68,7 +68,7 @@ def parse_accept(accept: str) -> MediaChoice:
 
 
 def decode_body(body: bytes, content_type: str) -> Any:
-    """Decode a JSON or YAML request body; malformed input is a 400."""
+    """Decode a JSON, YAML or Kubernetes protobuf request body; malformed input is a 400."""
     if len(body) > MAX_BODY_BYTES:
         raise errors.too_large()
     mime = content_type.split(";")[0].strip().lower()
@@ -78,6 +78,8 @@ def decode_body(body: bytes, content_type: str) -> Any:
             return orjson.loads(body)
         except orjson.JSONDecodeError as e:
             raise errors.bad_request(f"error decoding request body: {e}") from None
+    if mime == protobuf.MEDIA_TYPE:
+        return protobuf.decode_k8s_protobuf(body)
     if mime in ("application/yaml", "application/apply-patch+yaml", "text/yaml"):
         try:
             return yaml.safe_load(body)

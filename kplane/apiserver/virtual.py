@@ -5,8 +5,9 @@ verbs without a function answer 405 MethodNotAllowed."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from kplane.apimachinery import errors
 from kplane.apiserver.registry import ListOptions, ListResult, WriteOptions

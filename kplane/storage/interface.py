@@ -12,8 +12,9 @@ Guaranteed update (read, modify, write with retry) is built on `update` with
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Literal, Protocol
+from typing import Literal, Protocol
 
 
 class StorageError(Exception):

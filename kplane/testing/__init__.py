@@ -54,7 +54,7 @@ class KplaneProcess:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "KplaneProcess":
+    def start(self, timeout: float = 30.0) -> KplaneProcess:
         cmd = [sys.executable, "-m", "kplane", "serve", "--data-dir", str(self.data_dir),
                "--secure-port", str(self.port), "--bind-address", "127.0.0.1", *self.extra_args]
         log = open(self.log_path, "ab")
@@ -109,7 +109,7 @@ class KplaneProcess:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> "KplaneProcess":
+    def __enter__(self) -> KplaneProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

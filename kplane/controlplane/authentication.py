@@ -1,0 +1,244 @@
+"""Authentication wired into the running control plane (k8s.io/apiserver's BuildAuthenticator).
+
+The request authenticator is a union, first match wins, in upstream's order:
+
+1. request-header (front-proxy): X-Remote-* believed only with a front-proxy CA client cert;
+2. x509 client certificates signed by the client CA (CN user, O groups);
+3. bearer tokens: the static token file, then ServiceAccount JWTs (the ServiceAccount must
+   still exist with the token's uid).
+
+Presented but rejected credentials answer 401 even with anonymous auth on (upstream wraps the union
+with anonymous in a fail-on-error union, and the bearer-token authenticator turns "not recognised"
+into an "invalid bearer token" error). With nothing presented the result is None and the server
+falls back to system:anonymous when --anonymous-auth is on.
+
+`Impersonation` is upstream's WithImpersonation filter (Impersonate-User / -Group / -Uid /
+-Extra-*), authorized with the `impersonate` verb.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+from cryptography import x509
+
+from kplane.apimachinery import errors
+from kplane.apiserver.auth import ALLOW, RequestAttributes, UserInfo
+from kplane.apiserver.authn_requestheader import (
+    AuthenticationError,
+    RequestHeaderAuthenticator,
+    RequestHeaderConfig,
+    common_name,
+    issued_by,
+    organizations,
+    peer_certificate,
+    unescape_extra_key,
+)
+from kplane.controlplane.authn.serviceaccount import InvalidToken, ServiceAccountTokenVerifier, userinfo_from_claims
+from kplane.controlplane.authn.tokenfile import TokenFileAuthenticator
+from kplane.controlplane.authn.union import with_authenticated_group
+from kplane.controlplane.rbac.authorizer import forbidden_error
+
+log = logging.getLogger("kplane.authn")
+
+ANONYMOUS_USER = "system:anonymous"
+AUTHENTICATED = "system:authenticated"
+UNAUTHENTICATED = "system:unauthenticated"
+
+
+class TokenError(Exception):
+    """A bearer token that is not acceptable; str() is upstream's error text."""
+
+
+def bearer_token(request: Any) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None when there is none."""
+    header = request.headers.get("Authorization", "")
+    parts = header.strip().split(" ")
+    if len(parts) < 2 or parts[0].lower() != "bearer":
+        return None
+    token = parts[-1] if parts[-1] else ""
+    return token or None
+
+
+class ServiceAccountTokenAuthenticator:
+    """JWT verification plus upstream's validator: the ServiceAccount must exist with the uid in
+    the claims. `get_sa(namespace, name)` reads the ServiceAccount (watch cache) or returns None."""
+
+    def __init__(self, verifier: ServiceAccountTokenVerifier, get_sa: Any) -> None:
+        self.verifier = verifier
+        self.get_sa = get_sa
+
+    def authenticate(self, token: str, audiences: Sequence[str] | None = None) -> UserInfo | None:
+        try:
+            claims = self.verifier.validate(token, audiences)
+        except InvalidToken as e:
+            raise TokenError(str(e)) from None
+        if claims is None:
+            return None
+        private = claims.get("kubernetes.io") or {}
+        namespace = private.get("namespace", "")
+        ref = private.get("serviceaccount") or {}
+        sa = self.get_sa(namespace, ref.get("name", ""))
+        if sa is None:
+            # The lister's NotFound names the singular resource.
+            raise TokenError(f'serviceaccount "{ref.get("name", "")}" not found')
+        uid = (sa.get("metadata") or {}).get("uid", "")
+        if uid != ref.get("uid"):
+            raise TokenError(f"service account UID ({uid}) does not match claim ({ref.get('uid')})")
+        return userinfo_from_claims(claims)
+
+
+class TokenAuthenticator:
+    """The union of bearer-token authenticators (tokenfile, ServiceAccount JWTs)."""
+
+    def __init__(self, token_file: TokenFileAuthenticator | None,
+                 service_accounts: ServiceAccountTokenAuthenticator | None) -> None:
+        self.token_file = token_file
+        self.service_accounts = service_accounts
+
+    def authenticate(self, token: str, audiences: Sequence[str] | None = None) -> UserInfo:
+        """The user, or TokenError with the aggregated upstream error text."""
+        errs: list[str] = []
+        if self.token_file is not None:
+            user = self.token_file.authenticate(token)
+            if user is not None:
+                return with_authenticated_group(user)
+        if self.service_accounts is not None:
+            try:
+                user = self.service_accounts.authenticate(token, audiences)
+            except TokenError as e:
+                errs.append(str(e))
+                user = None
+            if user is not None:
+                return with_authenticated_group(user)
+        if not errs:
+            raise TokenError("invalid bearer token")
+        unique = list(dict.fromkeys(errs))
+        raise TokenError(unique[0] if len(unique) == 1 else "[" + ", ".join(unique) + "]")
+
+
+class ControlPlaneAuthenticator:
+    def __init__(self, *, client_ca: list[x509.Certificate], requestheader: RequestHeaderConfig | None,
+                 tokens: TokenAuthenticator) -> None:
+        self.client_ca = client_ca
+        self.requestheader = RequestHeaderAuthenticator(requestheader)
+        self.tokens = tokens
+
+    async def authenticate(self, request: web.Request) -> UserInfo | None:
+        cert = peer_certificate(request)
+        if cert is not None:
+            try:
+                user = self.requestheader.authenticate_cert(cert, request.headers)
+            except AuthenticationError as e:
+                log.info("msg=%r err=%r", "front-proxy authentication failed", str(e))
+                raise errors.unauthorized() from None
+            if user is not None:
+                return with_authenticated_group(user)
+            user = self.x509(cert)
+            if user is not None:
+                return user
+        token = bearer_token(request)
+        if token is None:
+            return None
+        try:
+            return self.tokens.authenticate(token)
+        except TokenError as e:
+            log.info("msg=%r err=%r", "bearer token rejected", str(e))
+            raise errors.unauthorized() from None
+
+    def x509(self, cert: x509.Certificate) -> UserInfo | None:
+        # The handshake verified the chain against every loaded CA (client and front-proxy);
+        # only certificates of the client CA are user certificates.
+        if not issued_by(cert, self.client_ca):
+            return None
+        cn = common_name(cert)
+        if not cn:
+            return None
+        return with_authenticated_group(UserInfo(cn, organizations(cert)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Impersonation (k8s.io/apiserver/pkg/endpoints/filters/impersonation.go)
+# ---------------------------------------------------------------------------------------------
+
+IMPERSONATE_USER = "Impersonate-User"
+IMPERSONATE_GROUP = "Impersonate-Group"
+IMPERSONATE_UID = "Impersonate-Uid"
+IMPERSONATE_EXTRA_PREFIX = "Impersonate-Extra-"
+SA_PREFIX = "system:serviceaccount:"
+
+
+def _split_sa_username(name: str) -> tuple[str, str] | None:
+    if not name.startswith(SA_PREFIX):
+        return None
+    parts = name[len(SA_PREFIX):].split(":")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        return None
+    return parts[0], parts[1]
+
+
+class Impersonation:
+    def __init__(self, authorize: Any) -> None:
+        self.authorize = authorize  # sync (RequestAttributes) -> (decision, reason)
+
+    async def __call__(self, request: web.Request, requestor: UserInfo) -> UserInfo:
+        headers = request.headers
+        requested_user = headers.get(IMPERSONATE_USER, "")
+        groups_requested = [g for g in headers.getall(IMPERSONATE_GROUP, [])]
+        extras: list[tuple[str, str]] = []
+        for name, value in headers.items():
+            if name.lower().startswith(IMPERSONATE_EXTRA_PREFIX.lower()):
+                extras.append((unescape_extra_key(name[len(IMPERSONATE_EXTRA_PREFIX):].lower()), value))
+        requested_uid = headers.get(IMPERSONATE_UID, "")
+        if not requested_user and not groups_requested and not extras and not requested_uid:
+            return requestor
+        if not requested_user:
+            raise errors.internal("requested impersonation without impersonating a user")
+
+        # (kind, group, namespace, name, subresource) per request, in upstream's order.
+        checks: list[tuple[str, str, str, str, str]] = []
+        sa = _split_sa_username(requested_user)
+        if sa is not None:
+            checks.append(("serviceaccounts", "", sa[0], sa[1], ""))
+        else:
+            checks.append(("users", "", "", requested_user, ""))
+        checks += [("groups", "", "", g, "") for g in groups_requested]
+        checks += [("userextras", "authentication.k8s.io", "", value, key) for key, value in extras]
+        if requested_uid:
+            checks.append(("uids", "authentication.k8s.io", "", requested_uid, ""))
+
+        username = ""
+        groups: list[str] = []
+        extra: dict[str, list[str]] = {}
+        uid = ""
+        for resource, group, namespace, name, sub in checks:
+            attrs = RequestAttributes(user=requestor, verb="impersonate", is_resource_request=True, path="",
+                                      api_group=group, api_version="v1" if group else "", resource=resource,
+                                      subresource=sub, namespace=namespace, name=name)
+            if resource == "serviceaccounts":
+                username = f"{SA_PREFIX}{namespace}:{name}"
+                if not groups_requested:
+                    groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"]
+            elif resource == "users":
+                username = name
+            elif resource == "groups":
+                groups.append(name)
+            elif resource == "userextras":
+                extra.setdefault(sub, []).append(name)
+            else:
+                uid = name
+            decision, reason = self.authorize(attrs)
+            if decision != ALLOW:
+                raise forbidden_error(attrs, reason)
+
+        if username != ANONYMOUS_USER:
+            if not any(g in (AUTHENTICATED, UNAUTHENTICATED) for g in groups):
+                groups.append(AUTHENTICATED)
+        elif UNAUTHENTICATED not in groups:
+            groups.append(UNAUTHENTICATED)
+        user = UserInfo(username, tuple(groups), uid, {k: tuple(v) for k, v in extra.items()})
+        log.debug("msg=%r requestor=%s user=%s", "impersonating", requestor.name, username)
+        return user
