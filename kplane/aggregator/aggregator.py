@@ -3,7 +3,8 @@ proxy delegate, merged discovery, OpenAPI aggregation, the availability
 controller, auto-registration, the extension-apiserver-authentication
 ConfigMap and the /metrics exposition of all of it.
 
-    aggregator = Aggregator(server, client_cert=..., client_key=..., client_ca_pem=..., requestheader_ca_pem=...)
+    aggregator = Aggregator(server, openapi=install_openapi(server), client_cert=..., client_key=...,
+                            client_ca_pem=..., requestheader_ca_pem=...)
     await aggregator.start()   # after the server listens and kube-system exists
     await aggregator.stop()
 """
@@ -34,7 +35,7 @@ Obj = dict[str, Any]
 
 
 class Aggregator:
-    def __init__(self, server: Any, *, client_cert: str | None, client_key: str | None,
+    def __init__(self, server: Any, *, openapi: Any = None, client_cert: str | None, client_key: str | None,
                  client_ca_pem: str = "", requestheader_ca_pem: str = "",
                  requestheader_allowed_names: list[str] | None = None,
                  feature_gates: dict[str, bool] | None = None):
@@ -62,7 +63,7 @@ class Aggregator:
             get=self.cache.get, names=lambda: list(self.cache), lookup=self.lookup, resolver=self.resolver,
             write_status=self._write_status, prober=DiscoveryProber(client_cert, client_key), metrics=self.metrics)
         self.openapi: OpenAPIAggregator | None = None
-        self._install_openapi()
+        self._install_openapi(openapi)
         server.delegates.insert(0, self.proxy)
         self._install_metrics()
         self._tasks: list[asyncio.Task] = []
@@ -260,10 +261,9 @@ class Aggregator:
 
     # ---- OpenAPI and metrics --------------------------------------------------------------------------
 
-    def _install_openapi(self) -> None:
-        handler = self.server.non_resource.get("/openapi/v2")
-        local = getattr(handler, "__self__", None)
-        if local is None or not hasattr(local, "v2"):
+    def _install_openapi(self, local: Any) -> None:
+        """local: the server's own OpenAPI service (v2() -> bytes, v3_index() -> bytes), or None."""
+        if local is None:
             return
         self.openapi = OpenAPIAggregator(local.v2, self.proxy.fetch, lambda: self.targets, self.apiservices)
         self.server.non_resource["/openapi/v2"] = self.openapi.handle_v2

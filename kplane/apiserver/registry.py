@@ -42,6 +42,9 @@ class WriteOptions:
     name: str = ""  # the name in the URL (for subresource registries)
     # Server-side apply maintains managedFields itself.
     apply: bool = False
+    # Undo actions registered by create hooks (e.g. release an allocated
+    # ClusterIP), run when the write does not happen.
+    rollbacks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -309,17 +312,20 @@ class Registry:
         self._validate(obj, None)
         if rdef.namespaced and self.namespace_check is not None:
             await self.namespace_check(namespace)
-        for hook in self.before_create:
-            await hook(obj, opts)
-        if not opts.apply:
-            self._track_fields(None, obj, opts, "Update")
-        if opts.dry_run:
-            return obj
-        key = self._key(namespace, m["name"])
         try:
-            kv = await self.store.create(key, self.encode(obj))
+            for hook in self.before_create:
+                await hook(obj, opts)
+            if not opts.apply:
+                self._track_fields(None, obj, opts, "Update")
+            if opts.dry_run:
+                return obj
+            kv = await self.store.create(self._key(namespace, m["name"]), self.encode(obj))
         except KeyExistsError:
+            await _run_rollbacks(opts)
             raise errors.already_exists(rdef.plural, m["name"], rdef.group) from None
+        except BaseException:
+            await _run_rollbacks(opts)
+            raise
         return self.decode(kv)
 
     def _check_type_meta(self, obj: Any) -> None:
@@ -617,6 +623,11 @@ class Registry:
         if self.rdef.group:
             details["group"] = self.rdef.group
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+
+async def _run_rollbacks(opts: WriteOptions) -> None:
+    while opts.rollbacks:
+        await opts.rollbacks.pop()()
 
 
 def _expired_event(e: CompactedError) -> WatchEvent:

@@ -24,8 +24,8 @@ from kplane.apiserver.health import HealthChecks
 from kplane.apiserver.registry import Registry, decode_stored
 from kplane.apiserver.requestinfo import RequestInfo, resolve
 from kplane.apiserver.resource import ResourceDef
-from kplane.storage.cacher import Cacher
-from kplane.storage.interface import Store
+from kplane.storage.cacher import Cacher, TooLargeResourceVersionError
+from kplane.storage.interface import CompactedError, StorageError, Store, UnavailableError
 
 log = logging.getLogger("kplane.apiserver")
 
@@ -161,6 +161,8 @@ class GenericAPIServer:
             return await handler(request)
         except errors.StatusError as e:
             return status_response(e)
+        except StorageError as e:
+            return status_response(storage_status(e))
         except web.HTTPException:
             raise
         except (ConnectionResetError, asyncio.CancelledError):
@@ -311,6 +313,20 @@ def forbidden_message(attrs: RequestAttributes, reason: str = "") -> str:
     if reason:
         msg += ": " + reason
     return msg
+
+
+def storage_status(e: StorageError) -> errors.StatusError:
+    """Storage failures a request can hit, as upstream's apiserver reports them."""
+    if isinstance(e, TooLargeResourceVersionError):
+        err = errors.timeout(str(e))
+        err.details = {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                       "retryAfterSeconds": 1}
+        return err
+    if isinstance(e, CompactedError):
+        return errors.expired(f"too old resource version: {e.requested} ({e.compacted})")
+    if isinstance(e, UnavailableError):
+        return errors.service_unavailable(f"storage is unavailable: {e}")
+    return errors.internal(str(e))
 
 
 def forbidden_error(attrs: RequestAttributes, reason: str = "") -> errors.StatusError:

@@ -58,8 +58,8 @@ class ControlPlane:
         install_lifecycle(self.server)
         ClusterIPAllocator(store, options.service_cluster_ip_range).install(
             self.server.registry("", "v1", "services"))
-        install_openapi(self.server)
-        self.aggregator = Aggregator(self.server, client_cert=str(pki.front_proxy_client_cert),
+        self.aggregator = Aggregator(self.server, openapi=install_openapi(self.server),
+                                     client_cert=str(pki.front_proxy_client_cert),
                                      client_key=str(pki.front_proxy_client_key), client_ca_pem=pki.ca_cert.read_text(),
                                      requestheader_ca_pem=pki.front_proxy_ca_cert.read_text(),
                                      feature_gates=options.feature_gates)

@@ -83,11 +83,13 @@ class ClusterIPAllocator:
                     raise errors.invalid("Service", owner["name"], [errors.field_invalid(
                         "spec.clusterIPs[0]", requested, f"failed to allocate IP {requested}: provided IP "
                         f"is already allocated")])
+                opts.rollbacks.append(lambda: self.release(requested))
                 spec["clusterIPs"] = [requested]
                 return
             if opts.dry_run:
                 return
             ip = await self.allocate(owner)
+            opts.rollbacks.append(lambda: self.release(ip))
             spec["clusterIP"] = ip
             spec["clusterIPs"] = [ip]
 
