@@ -31,6 +31,15 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
     p.add_argument("--anonymous-auth", default="true", choices=["true", "false"])
     p.add_argument("--feature-gates", type=_feature_gates, default={})
+    p.add_argument("--token-auth-file", default="", help="static bearer tokens (CSV: token,user,uid,\"g1,g2\")")
+    p.add_argument("--authorization-mode", default="RBAC", help="comma-separated: RBAC, AlwaysAllow, AlwaysDeny")
+    p.add_argument("--service-account-key-file", action="append", default=[],
+                   help="PEM public keys that verify ServiceAccount tokens (default: <data-dir>/pki/sa.pub)")
+    p.add_argument("--service-account-signing-key-file", default="",
+                   help="private key that signs ServiceAccount tokens (default: <data-dir>/pki/sa.key)")
+    p.add_argument("--service-account-issuer", action="append", default=[],
+                   help="ServiceAccount token issuer; the first one issues (repeatable)")
+    p.add_argument("--api-audiences", default="", help="comma-separated audiences of the API (default: the issuer)")
     p.add_argument("-v", "--v", type=int, default=0, help="log verbosity")
 
 
@@ -58,7 +67,13 @@ def _run_serve(args: argparse.Namespace) -> int:
                       secure_port=args.secure_port, storage=args.storage,
                       service_cluster_ip_range=args.service_cluster_ip_range,
                       anonymous_auth=args.anonymous_auth == "true", feature_gates=args.feature_gates,
-                      etcd_servers=[s for s in args.etcd_servers.split(",") if s], etcd_prefix=args.etcd_prefix)
+                      etcd_servers=[s for s in args.etcd_servers.split(",") if s], etcd_prefix=args.etcd_prefix,
+                      token_auth_file=args.token_auth_file,
+                      authorization_mode=[m.strip() for m in args.authorization_mode.split(",") if m.strip()],
+                      service_account_key_files=args.service_account_key_file,
+                      service_account_signing_key_file=args.service_account_signing_key_file,
+                      service_account_issuer=args.service_account_issuer,
+                      api_audiences=[a for a in args.api_audiences.split(",") if a])
     _install_uvloop()
 
     async def run() -> None:

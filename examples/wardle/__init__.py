@@ -9,9 +9,12 @@ upstream's plugin does, creating a Flunder whose name any Fischer disallows.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 from kplane.extension import CREATE, UPDATE, ExtensionServer, Field, Forbidden, Invalid, resource
+
+log = logging.getLogger("wardle")
 
 app = ExtensionServer(group="wardle.example.com", version="v1alpha1", namespace="wardle", service_name="api")
 
@@ -49,6 +52,9 @@ def default_and_validate(flunder, old, user):
         spec["referenceType"] = "Flunder"
     if spec.get("referenceType") and not spec.get("reference"):
         raise Invalid("spec.reference", f"cannot be empty if referenceType is {spec['referenceType']}", "")
+    # Who asked, as this server authenticated it (the front proxy's X-Remote-User/Group): one line per write.
+    log.info('msg="admitting flunder" name=%s user=%s groups=%s', flunder["metadata"].get("name", ""),
+             getattr(user, "name", ""), ",".join(getattr(user, "groups", ()) or ()))
 
 
 @app.admit(Flunder, operations=[CREATE])

@@ -24,6 +24,7 @@ from kplane.aggregator.autoregister import AutoRegistrar
 from kplane.aggregator.availability import AvailabilityController, DiscoveryProber
 from kplane.aggregator.discovery import MergedDiscovery
 from kplane.aggregator.endpoints import EndpointResolver, registry_lookup, registry_slice_lister
+from kplane.aggregator.liveness import BackendLiveness
 from kplane.aggregator.metrics import AggregatorMetrics
 from kplane.aggregator.openapi import OpenAPIAggregator
 from kplane.aggregator.proxy import Proxy, Target, build_target
@@ -62,6 +63,7 @@ class Aggregator:
         self.availability = AvailabilityController(
             get=self.cache.get, names=lambda: list(self.cache), lookup=self.lookup, resolver=self.resolver,
             write_status=self._write_status, prober=DiscoveryProber(client_cert, client_key), metrics=self.metrics)
+        self.liveness = BackendLiveness(self.resolver, self.targets.get, self.availability.enqueue)
         self.openapi: OpenAPIAggregator | None = None
         self._install_openapi(openapi)
         server.delegates.insert(0, self.proxy)
@@ -92,6 +94,7 @@ class Aggregator:
         except TimeoutError:
             log.warning("APIService cache did not sync in 10s")
         self.availability.start()
+        self.liveness.start(list(self.targets))
         self.discovery.start()
         if self.openapi is not None:
             self.openapi.start()
@@ -103,6 +106,7 @@ class Aggregator:
 
     async def stop(self) -> None:
         await self.availability.stop()
+        await self.liveness.stop()
         await self.discovery.stop()
         if self.openapi is not None:
             await self.openapi.stop()
@@ -177,19 +181,23 @@ class Aggregator:
         group, version = apis.spec(obj).get("group", ""), apis.spec(obj).get("version", "")
         old_key = self._specs.get(name)
         spec_key = (repr(apis.spec(obj)),)
+        old = self.targets.get(name)
+        was_available = old.available if old is not None else None
         if apis.is_local(obj):
             self.targets.pop(name, None)
             self.proxy.targets.pop((group, version), None)
-        elif old_key != spec_key or name not in self.targets:
+            self.liveness.untrack(name)
+        elif old_key != spec_key or old is None:
             target = build_target(obj, self.client_cert, self.client_key)
             self.targets[name] = target
             self.proxy.targets[(group, version)] = target
+            self.liveness.track(name)
         else:
-            self.targets[name].available = apis.is_available(obj)
+            old.available = apis.is_available(obj)
         self._specs[name] = spec_key
         self.discovery.set_apiservices(self.apiservices())
-        if apis.is_available(obj) and old_key is not None:
-            self.discovery.mark_dirty(name)
+        if old_key is not None and (apis.is_available(obj) or was_available):
+            self.discovery.mark_dirty(name)  # upstream's AddAPIService: refetch (or go Stale) on a change
         self.availability.enqueue(name)
         if self.openapi is not None:
             self.openapi.changed()
@@ -198,6 +206,7 @@ class Aggregator:
         obj = self.cache.pop(name, None)
         self._specs.pop(name, None)
         self.targets.pop(name, None)
+        self.liveness.untrack(name)
         if obj is not None:
             key = (apis.spec(obj).get("group", ""), apis.spec(obj).get("version", ""))
             t = self.proxy.targets.get(key)

@@ -218,6 +218,7 @@ _ANY_VERSION_KINDS = {"DeleteOptions": "DeleteOptions"}
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_GO_ZERO_TIME = -62135596800  # 0001-01-01T00:00:00Z in Unix seconds
 _VARINT_TYPES = {"bool", "int32", "int64", "*bool", "*int32", "*int64"}
 
 
@@ -295,13 +296,16 @@ def _time(data: bytes, micro: bool) -> str | None:
             seconds = _signed(val, 64)
         elif num == 2:
             nanos = _signed(val, 32)
+    if seconds == _GO_ZERO_TIME and (nanos == 0 or not micro):
+        return None  # Go's zero time (0001-01-01) renders as null too
     try:
         t = _EPOCH + timedelta(seconds=seconds)
     except OverflowError:
         raise _Malformed(f"timestamp {seconds} is out of range") from None
+    text = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
     if micro:  # MicroTime keeps microseconds; Time keeps whole seconds only
-        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{max(nanos, 0) // 1000 % 1000000:06d}Z"
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{text}.{max(nanos, 0) // 1000 % 1000000:06d}Z"
+    return text + "Z"
 
 
 def _int_or_string(data: bytes) -> int | str:
@@ -372,13 +376,12 @@ def _scalar(typ: str, wt: int, val: Any) -> Any:
 
 
 def _is_zero(typ: str, value: Any) -> bool:
-    if typ.startswith("*"):
-        return False
+    """A non-pointer field at its Go zero value, which Go cannot tell apart from unset."""
     if typ in ("time", "microtime"):
         return value is None
-    if typ in ("string", "bytes", "bool", "int32", "int64", "intorstr"):
-        return value in ("", 0, False) and not (typ == "intorstr" and value == "")
-    return False
+    if typ == "intorstr":
+        return value == 0  # {Type: Int, IntVal: 0}; the string "" is a set value
+    return typ in ("string", "bytes", "bool", "int32", "int64") and not value
 
 
 def decode_message(data: bytes, message: str, out: dict[str, Any] | None = None) -> dict[str, Any]:

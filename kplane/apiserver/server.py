@@ -57,6 +57,9 @@ class GenericAPIServer:
         self.authorizer = authorizer
         self.version_info = version_info
         self.anonymous_auth = anonymous_auth
+        # Optional impersonation filter (between authentication and authorization, as upstream):
+        # (request, authenticated user) -> effective user; raises a StatusError to refuse.
+        self.impersonation: Callable[[web.Request, UserInfo], Awaitable[UserInfo]] | None = None
         self.registries: dict[tuple[str, str, str], Registry] = {}
         self.cachers: dict[str, Cacher] = {}
         self.defs: list[ResourceDef] = []
@@ -149,6 +152,8 @@ class GenericAPIServer:
                 if not self.anonymous_auth:
                     raise errors.unauthorized()
                 user = ANONYMOUS
+            if self.impersonation is not None:
+                user = await self.impersonation(request, user)
             request["user"] = user
             attrs = _attributes(user, info)
             decision, reason = await self.authorizer.authorize(attrs)

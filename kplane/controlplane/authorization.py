@@ -132,9 +132,8 @@ class ControlPlaneAuthorizer:
         non_resource: list[dict] = []
         incomplete = False
         errs: list[str] = []
-        if "system:masters" in user.groups:
-            resource.append({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})
-            non_resource.append({"verbs": ["*"], "nonResourceURLs": ["*"]})
+        # The system:masters authorizer is not a rule resolver upstream: masters see their RBAC
+        # rules (the cluster-admin binding) only.
         for mode in self.modes:
             if mode == "RBAC":
                 review = self.rbac.rules_for(user, namespace)

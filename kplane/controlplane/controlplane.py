@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from kplane.aggregator import Aggregator
-from kplane.apiserver.server import GenericAPIServer
-from kplane.apiserver.authn_x509 import X509Authenticator
-from kplane.controlplane.authz import MastersOnlyAuthorizer
-from kplane.controlplane.namespaces import NamespaceController, ensure_default_namespaces, install_lifecycle
 from kplane.apiserver.openapi_routes import install_openapi
+from kplane.apiserver.server import GenericAPIServer
+from kplane.controlplane.auth_setup import install_auth
+from kplane.controlplane.namespaces import NamespaceController, ensure_default_namespaces, install_lifecycle
 from kplane.controlplane.pki import PKI, ensure_pki, write_kubeconfig
 from kplane.controlplane.serviceip import ClusterIPAllocator
 from kplane.controlplane.types import builtin_resources
@@ -41,6 +40,13 @@ class Options:
     feature_gates: dict[str, bool] = field(default_factory=dict)
     etcd_servers: list[str] = field(default_factory=list)
     etcd_prefix: str = "/registry"
+    # Authentication and authorization (see controlplane/auth_setup.py).
+    token_auth_file: str = ""
+    authorization_mode: list[str] = field(default_factory=lambda: ["RBAC"])
+    service_account_key_files: list[str] = field(default_factory=list)  # default: pki/sa.pub
+    service_account_signing_key_file: str = ""  # default: pki/sa.key
+    service_account_issuer: list[str] = field(default_factory=list)  # default: the in-cluster URL
+    api_audiences: list[str] = field(default_factory=list)  # default: the first issuer
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -49,12 +55,12 @@ class ControlPlane:
         self.options = options
         self.store = store
         self.pki = pki
-        self.server = GenericAPIServer(store, authenticator=X509Authenticator(),
-                                       authorizer=MastersOnlyAuthorizer(), version_info=KUBE_VERSION,
-                                       anonymous_auth=options.anonymous_auth)
+        self.server = GenericAPIServer(store, authenticator=None, authorizer=None,  # type: ignore[arg-type]
+                                       version_info=KUBE_VERSION, anonymous_auth=options.anonymous_auth)
         self.server.server_address = f"{options.bind_address}:{options.secure_port}"
         for rdef in builtin_resources():
             self.server.install(rdef)
+        self.auth = install_auth(self.server, options, pki)
         install_lifecycle(self.server)
         ClusterIPAllocator(store, options.service_cluster_ip_range).install(
             self.server.registry("", "v1", "services"))
@@ -69,12 +75,14 @@ class ControlPlane:
     async def start(self) -> None:
         await self.server.start(self.options.bind_address, self.options.secure_port, self.ssl_context)
         await ensure_default_namespaces(self.server)
+        await self.auth.start()
         await self.aggregator.start()
         self.namespace_controller.start()
 
     async def stop(self) -> None:
         await self.aggregator.stop()
         await self.namespace_controller.stop()
+        await self.auth.stop()
         await self.server.stop()
         await self.store.close()
 
@@ -87,6 +95,9 @@ def serving_ssl_context(pki: PKI) -> ssl.SSLContext:
     # when one is sent it must chain to the client CA.
     ctx.verify_mode = ssl.CERT_OPTIONAL
     ctx.load_verify_locations(cafile=str(pki.ca_cert))
+    # The front-proxy CA too, for request-header authentication; the authenticators check which
+    # CA signed a presented certificate.
+    ctx.load_verify_locations(cafile=str(pki.front_proxy_ca_cert))
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 

@@ -91,59 +91,40 @@ def _copy(obj: Obj) -> Obj:
     return orjson.loads(orjson.dumps(obj))
 
 
-class AdmittingRegistry(Registry):
-    """The generic Registry with admission hooks on create, update, patch and delete."""
+def install_admission(registry: Registry, admission: Admission) -> Registry:
+    """Attach admission to a generic Registry through its before_create/update/delete hooks.
 
-    def __init__(self, rdef: ResourceDef, store: Any, cacher: Any, admission: Admission):
-        super().__init__(rdef, store, cacher)
-        self.admission = admission
-        self.before_create.append(self._admit_create)
+    The hooks run after defaulting and validation, inside the registry's optimistic-concurrency
+    loop: a conflicting write re-reads the object and runs them again. An object a hook changed
+    is validated again."""
+    rdef = registry.rdef
 
-    async def _run(self, operation: str, obj: Obj | None, old: Obj | None, opts: WriteOptions) -> Obj | None:
-        for hook in self.admission.wanted(operation, opts.subresource):
-            replaced = await call_hook(self.rdef, hook, obj, old, opts.user)
+    async def run(operation: str, obj: Obj | None, old: Obj | None, opts: WriteOptions) -> None:
+        hooks = admission.wanted(operation, opts.subresource)
+        if not hooks:
+            return
+        before = orjson.dumps(obj) if obj is not None else b""
+        for hook in hooks:
+            replaced = await call_hook(rdef, hook, obj, old, opts.user)
             if replaced is not None and obj is not None and replaced is not obj:
                 obj.clear()
                 obj.update(replaced)
-        return obj
+        if obj is not None and orjson.dumps(obj) != before:
+            registry._validate(obj, old)
 
-    async def _admit_create(self, obj: Obj, opts: WriteOptions) -> None:
-        if not self.admission.wanted("CREATE", opts.subresource):
-            return
-        before = orjson.dumps(obj)
-        await self._run(CREATE, obj, None, opts)
-        if orjson.dumps(obj) != before:
-            self._validate(obj, None)
+    async def before_create(obj: Obj, opts: WriteOptions) -> None:
+        await run(CREATE, obj, None, opts)
 
-    async def _guaranteed_update(self, key: str, name: str, mutate: Callable[[Obj], Obj], opts: WriteOptions,
-                                 expected: int, patching: bool = False) -> Obj:
-        if not self.admission.wanted(UPDATE, opts.subresource):
-            return await super()._guaranteed_update(key, name, mutate, opts, expected, patching)
-        last: errors.StatusError | None = None
-        for _ in range(16):
-            kv = await self.store.get(key)
-            if kv is None:
-                raise self._not_found(name)
-            old = self.decode(kv)
-            candidate = self._prepare_update(mutate(_copy(old)), old, opts)
-            self._validate(candidate, old)
-            await self._run(UPDATE, candidate, _copy(old), opts)
-            admitted = orjson.dumps(candidate)
-            try:
-                # Pin the revision the hooks saw: a concurrent write makes this a conflict, and we retry.
-                return await super()._guaranteed_update(key, name, lambda _o, a=admitted: orjson.loads(a), opts,
-                                                        expected or kv.mod_revision, patching)
-            except errors.StatusError as e:
-                if e.code != 409 or e.reason != "Conflict" or expected:
-                    raise
-                last = e
-        raise last or errors.conflict(self.rdef.plural, name, self.rdef.group)
+    async def before_update(new: Obj, old: Obj, opts: WriteOptions) -> None:
+        await run(UPDATE, new, _copy(old), opts)
 
-    async def delete(self, namespace: str, name: str, options: Obj, opts: WriteOptions) -> tuple[Obj, bool]:
-        if self.admission.wanted(DELETE, opts.subresource):
-            current = await self.get(namespace, name)
-            await self._run(DELETE, None, current, opts)
-        return await super().delete(namespace, name, options, opts)
+    async def before_delete(obj: Obj, opts: WriteOptions) -> None:
+        await run(DELETE, None, _copy(obj), opts)
+
+    registry.before_create.append(before_create)
+    registry.before_update.append(before_update)
+    registry.before_delete.append(before_delete)
+    return registry
 
 
 def awaitable(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:

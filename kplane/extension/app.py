@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from kplane.apimachinery import errors
 from kplane.apiserver.authn_requestheader import (
     RequestHeaderAuthenticator,
@@ -35,8 +37,8 @@ from kplane.extension.admission import (
     UPDATE,
     Admission,
     AdmissionHook,
-    AdmittingRegistry,
     awaitable,
+    install_admission,
 )
 from kplane.extension.certs import ServingCerts, certs_from_files, ensure_serving_certs, service_hosts
 from kplane.extension.delegated import DelegatingAuthenticator, DelegatingAuthorizer, TokenReviewer
@@ -62,6 +64,7 @@ class ResourceHandle:
     rdef: ResourceDef
     admission: Admission = field(default_factory=Admission)
     registry: Registry | None = None
+    storage: bool = False
 
 
 @dataclass
@@ -106,7 +109,10 @@ class ExtensionServer:
         self.service_name = service_name
         self.group_priority_minimum = group_priority_minimum
         self.version_priority = version_priority
-        self.handles: dict[str, ResourceHandle] = {}  # by kind (and plural)
+        self.handles: dict[str, ResourceHandle] = {}  # by kind (and plural): the first declared version
+        self.all_handles: list[ResourceHandle] = []  # every (kind, version)
+        self._converters: dict[tuple[str, str, str], Callable[[Obj], Obj]] = {}  # (kind, from, to)
+        self._storage_versions: dict[str, str] = {}  # kind -> storage version
         self._virtual: list[VirtualRegistry] = []
         self._actions: list[tuple[ResourceHandle, str, Callable[..., Any]]] = []
         self.server: GenericAPIServer | None = None
@@ -124,20 +130,29 @@ class ExtensionServer:
     def resource(self, kind: str, plural: str, *, scope: str = "Namespaced", singular: str = "",
                  short_names: Iterable[str] = (), categories: Iterable[str] = (),
                  printer_columns: Iterable[ColumnSpec] = (), schema: dict | None = None, status: Any = None,
-                 root_fields: bool = False) -> Callable[[Any], Any]:
+                 root_fields: bool = False, version: str = "", storage: bool = False) -> Callable[[Any], Any]:
         """Declare a stored resource. Decorates a class whose annotations are the spec's fields
-        (or the object's top-level fields with root_fields=True); `schema` gives a JSON schema instead."""
+        (or the object's top-level fields with root_fields=True); `schema` gives a JSON schema instead.
+
+        Declaring the same kind again with another `version=` serves it in that version too, from the
+        same storage: `storage=True` marks the version objects are stored in (default: the first
+        declared), and `@app.converter` functions convert between each version and the storage one."""
         if scope not in ("Namespaced", "Cluster"):
             raise ValueError(f"scope must be Namespaced or Cluster, not {scope!r}")
+        version = version or self.version
+        if storage:
+            if any(h.rdef.kind == kind and h.storage for h in self.all_handles):
+                raise ValueError(f"{kind} has two storage versions")
+            self._storage_versions[kind] = version
 
         def decorate(cls: Any) -> Any:
             body = schema if schema is not None else cls
-            decl = Declaration(kind=kind, plural=plural, group=self.group, version=self.version,
+            decl = Declaration(kind=kind, plural=plural, group=self.group, version=version,
                                namespaced=scope == "Namespaced", singular=singular,
                                short_names=tuple(short_names), categories=tuple(categories),
                                printer_columns=tuple(printer_columns), body=body, root_fields=root_fields,
                                status=status)
-            handle = ResourceHandle(self, decl, decl.build())
+            handle = ResourceHandle(self, decl, decl.build(), storage=storage)
             self._add(handle)
             if cls is not None:
                 try:
@@ -148,11 +163,62 @@ class ExtensionServer:
         return decorate
 
     def _add(self, handle: ResourceHandle) -> None:
-        kind, plural = handle.rdef.kind, handle.rdef.plural
-        if kind in self.handles or plural in self.handles:
-            raise ValueError(f"{kind} ({plural}) is declared twice")
-        self.handles[kind] = handle
-        self.handles[plural] = handle
+        rdef = handle.rdef
+        kind, plural = rdef.kind, rdef.plural
+        first = self.handles.get(kind) or self.handles.get(plural)
+        if first is not None:
+            if (first.rdef.kind, first.rdef.plural, first.rdef.namespaced) != (kind, plural, rdef.namespaced):
+                raise ValueError(f"{kind} ({plural}) is declared twice with different names or scopes")
+            if any(h.rdef.kind == kind and h.rdef.version == rdef.version for h in self.all_handles):
+                raise ValueError(f"{kind} is declared twice in {rdef.version}")
+            handle.admission = first.admission  # one set of admission hooks for every version of a kind
+        else:
+            self.handles[kind] = handle
+            self.handles[plural] = handle
+            self._storage_versions.setdefault(kind, rdef.version)
+        self.all_handles.append(handle)
+
+    def converter(self, ref: Any, from_version: str, to_version: str) -> Callable[[Any], Any]:
+        """Register `fn(obj) -> obj` converting an object of `ref`'s kind between two versions.
+
+        It gets a private copy (change it in place or return a new dict); apiVersion is set for
+        it. Each served version needs a converter to and from the storage version; a pair without
+        one converts by changing apiVersion alone (as a CRD's `None` conversion strategy)."""
+        kind = ref if isinstance(ref, str) and ref not in self.handles else self.handle(ref).rdef.kind
+
+        def decorate(fn: Callable[[Obj], Obj]) -> Callable[[Obj], Obj]:
+            self._converters[(kind, from_version, to_version)] = fn
+            return fn
+        return decorate
+
+    def convert(self, obj: Obj, to_version: str) -> Obj:
+        """A copy of `obj` (an object of one of this server's kinds) in `to_version`."""
+        kind = obj.get("kind", "")
+        from_version = (obj.get("apiVersion") or "").rpartition("/")[2]
+        out = orjson.loads(orjson.dumps(obj))
+        if from_version != to_version:
+            fn = self._converters.get((kind, from_version, to_version))
+            if fn is not None:
+                result = fn(out)
+                out = result if isinstance(result, dict) else out
+        out["apiVersion"] = f"{self.group}/{to_version}"
+        out["kind"] = kind
+        return out
+
+    @property
+    def versions(self) -> list[str]:
+        """Every version this server serves."""
+        found = [self.version, *(h.rdef.version for h in self.all_handles),
+                 *(v.rdef.version for v in self._virtual)]
+        return list(dict.fromkeys(found))
+
+    def _wire_conversion(self, handle: ResourceHandle) -> None:
+        rdef = handle.rdef
+        storage = self._storage_versions.get(rdef.kind, rdef.version)
+        if storage == rdef.version:
+            return
+        rdef.to_storage = lambda obj, v=storage: self.convert(obj, v)
+        rdef.from_storage = lambda obj, v=rdef.version: self.convert(obj, v)
 
     def handle(self, ref: Any) -> ResourceHandle:
         if isinstance(ref, ResourceHandle):
@@ -180,7 +246,7 @@ class ExtensionServer:
     def computed(self, kind: str, plural: str, *, scope: str = "Cluster", singular: str = "",
                  short_names: Iterable[str] = (), categories: Iterable[str] = (),
                  printer_columns: Iterable[ColumnSpec] = (), schema: Any = None,
-                 get: Callable[..., Any] | None = None) -> Callable[[Any], Any]:
+                 get: Callable[..., Any] | None = None, version: str = "") -> Callable[[Any], Any]:
         """Declare a read-only resource computed per request (the metrics.k8s.io pattern).
 
         Decorates `list_fn(namespace) -> list[dict]` (sync or async); `get(namespace, name)` is optional
@@ -188,7 +254,7 @@ class ExtensionServer:
         kind are filled in."""
         namespaced = scope == "Namespaced"
         body = as_schema(schema) if schema is not None else None
-        rdef = ResourceDef(group=self.group, version=self.version, kind=kind, plural=plural,
+        rdef = ResourceDef(group=self.group, version=version or self.version, kind=kind, plural=plural,
                            singular=singular or kind.lower(), namespaced=namespaced,
                            short_names=list(short_names), categories=list(categories), verbs=["get", "list"],
                            schema=body or {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
@@ -260,15 +326,9 @@ class ExtensionServer:
         server = GenericAPIServer(store, authenticator=authenticator, authorizer=authorizer,
                                   version_info=VERSION_INFO, anonymous_auth=True)
         server.group_priority[self.group] = self.group_priority_minimum
-        seen: set[int] = set()
-        for handle in self.handles.values():
-            if id(handle) in seen:
-                continue
-            seen.add(id(handle))
-            base = server.install(handle.rdef)
-            reg = AdmittingRegistry(handle.rdef, base.store, base.cacher, handle.admission)
-            server.registries[(handle.rdef.group, handle.rdef.version, handle.rdef.plural)] = reg
-            handle.registry = reg
+        for handle in self.all_handles:
+            self._wire_conversion(handle)
+            handle.registry = install_admission(server.install(handle.rdef), handle.admission)
         for virtual in self._virtual:
             server.install_virtual(virtual)
         for handle, name, fn in self._actions:
@@ -296,7 +356,7 @@ class ExtensionServer:
             result = await call(current, body, opts.user)
             if result is None:
                 return current
-            if result.get("kind", rdef.kind) != rdef.kind or not isinstance(result, dict):
+            if not isinstance(result, dict) or result.get("kind", rdef.kind) != rdef.kind:
                 return result
             result.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
             wopts = WriteOptions(user=opts.user, dry_run=opts.dry_run, field_manager=opts.field_manager)
@@ -412,7 +472,7 @@ class ExtensionServer:
         log.info("msg=\"serving\" group=%s address=%s:%d", self.group, options.bind_address, options.secure_port)
         self._tasks.append(asyncio.ensure_future(self._refresh_loop()))
         if options.register:
-            reg = Registration(group=self.group, versions=[self.version], port=options.secure_port,
+            reg = Registration(group=self.group, versions=self.versions, port=options.secure_port,
                                namespace=self.namespace, service_name=self.service_name, address=advertise,
                                ca_bundle=self.certs.ca_bundle, group_priority_minimum=self.group_priority_minimum,
                                version_priority=self.version_priority)

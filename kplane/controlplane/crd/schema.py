@@ -111,6 +111,7 @@ def _validate(value: Any, schema: Schema, path: str, causes: list[Cause], root: 
         actual = _type_name(value)
         causes.append(field_invalid(path, actual, f'{_in_body(path)} must be of type {expected}: "{actual}"'))
         return
+    _validate_combinators(value, schema, path, causes)
     if "enum" in schema and value not in schema["enum"]:
         causes.append(field_not_supported(path, value, [v if isinstance(v, str) else _render_plain(v)
                                                         for v in schema["enum"]]))
@@ -122,6 +123,24 @@ def _validate(value: Any, schema: Schema, path: str, causes: list[Cause], root: 
         _validate_array(value, schema, path, causes)
     elif isinstance(value, dict):
         _validate_object(value, schema, path, causes, root)
+
+
+def _validate_combinators(value: Any, schema: Schema, path: str, causes: list[Cause]) -> None:
+    """allOf/anyOf/oneOf/not: value validations only (structural schemas forbid types in them)."""
+    for sub in schema.get("allOf") or []:
+        _validate(value, sub, path, causes)
+    any_of = schema.get("anyOf")
+    if any_of and all(validate(value, sub, path) for sub in any_of):
+        causes.append(field_invalid(path, _type_name(value) if isinstance(value, (dict, list)) else value,
+                                    f"{_in_body(path)} must validate at least one schema (anyOf)"))
+    one_of = schema.get("oneOf")
+    if one_of and sum(1 for sub in one_of if not validate(value, sub, path)) != 1:
+        causes.append(field_invalid(path, _type_name(value) if isinstance(value, (dict, list)) else value,
+                                    f"{_in_body(path)} must validate one and only one schema (oneOf)"))
+    not_ = schema.get("not")
+    if isinstance(not_, dict) and not validate(value, not_, path):
+        causes.append(field_invalid(path, _type_name(value) if isinstance(value, (dict, list)) else value,
+                                    f"{_in_body(path)} must not validate the schema (not)"))
 
 
 def _render_plain(v: Any) -> str:
@@ -330,9 +349,12 @@ def _deep_copy(v: Any) -> Any:
 
 def has_defaults(schema: Any) -> bool:
     if isinstance(schema, dict):
-        return "default" in schema or any(has_defaults(v) for k, v in schema.items()
-                                          if k in ("properties", "items", "additionalProperties"))
-    return False if not isinstance(schema, dict) else False
+        if "default" in schema:
+            return True
+        props = schema.get("properties") or {}
+        return any(has_defaults(v) for v in props.values()) or has_defaults(schema.get("items")) or \
+            has_defaults(schema.get("additionalProperties"))
+    return False
 
 
 # ---- pruning ----------------------------------------------------------------------------------

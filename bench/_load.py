@@ -1,0 +1,219 @@
+"""Shared HTTP load generator for the benchmarks in bench/.
+
+Closed-loop load: `concurrency` workers, each on its own keep-alive TLS
+connection (aiohttp client, client certificate), send the next request as soon
+as the previous answer has been read in full. A run may be split over several
+generator processes (`processes=`) when one client process would be the
+bottleneck; every process connects and warms up first, then all start on one
+barrier, so the measured window contains only steady-state load.
+
+Per request the latency is recorded; a run returns throughput, p50/p99, the
+error count and the CPU the generator processes used in the window (so a
+report can show how much of the machine the client itself took).
+
+Request templates are plain data (picklable): in ``path`` and ``body`` the
+tokens ``{slot}`` (the worker's index across all processes, stable for the
+run) and ``{n}`` (unique per request in the run) are substituted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import ssl
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    ca: str
+    cert: str
+    key: str
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.check_hostname = False  # the serving cert names 127.0.0.1; keep it simple and equal for all targets
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    method: str
+    path: str
+    body: str | None = None
+    headers: tuple[tuple[str, str], ...] = (("Accept", "application/json"),)
+    expect: tuple[int, ...] = (200, 201)
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float] = field(repr=False)
+    client_cpu: float  # CPU seconds used by the generator processes in the window
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def pct(self, p: float) -> float:
+        return percentile(self.latencies, p)
+
+    @property
+    def client_cpu_share(self) -> float:
+        """Generator CPU as a fraction of one core over the window."""
+        return self.client_cpu / self.seconds if self.seconds else 0.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _fill(template: str, slot: int, n: str) -> str:
+    return template.replace("{slot}", str(slot)).replace("{n}", n)
+
+
+async def _worker_main(base_url: str, tls: TLSFiles, spec: RequestSpec, slots: list[int], warmup: float,
+                       duration: float, ready: Any, go: Any, proc_index: int) -> tuple[int, int, list[float], float]:
+    import aiohttp
+
+    ctx = tls.client_context()
+    conn = aiohttp.TCPConnector(ssl=ctx, limit=len(slots), force_close=False, enable_cleanup_closed=True)
+    headers = dict(spec.headers)
+    if spec.body is not None:
+        headers.setdefault("Content-Type", "application/json")
+    latencies: list[float] = []
+    counts = [0, 0]  # ok, errors
+    state = {"record": False, "stop": False}
+    seq = 0
+
+    async with aiohttp.ClientSession(connector=conn, headers=headers) as session:
+        async def one(slot: int) -> None:
+            nonlocal seq
+            seq += 1
+            n = f"p{proc_index}-s{slot}-{seq}"
+            path = _fill(spec.path, slot, n)
+            data = _fill(spec.body, slot, n).encode() if spec.body is not None else None
+            t0 = time.perf_counter()
+            async with session.request(spec.method, base_url + path, data=data) as resp:
+                await resp.read()
+                status = resp.status
+            dt = time.perf_counter() - t0
+            if state["record"]:
+                if status in spec.expect:
+                    counts[0] += 1
+                    latencies.append(dt)
+                else:
+                    counts[1] += 1
+
+        async def loop(slot: int) -> None:
+            while not state["stop"]:
+                try:
+                    await one(slot)
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    if state["record"]:
+                        counts[1] += 1
+
+        # Open every connection before the window starts.
+        await asyncio.gather(*(one(s) for s in slots))
+        tasks = [asyncio.create_task(loop(s)) for s in slots]
+        await asyncio.sleep(warmup)
+        ready.wait()
+        go.wait()
+        cpu0 = _cpu_seconds()
+        state["record"] = True
+        await asyncio.sleep(duration)
+        state["record"] = False
+        cpu = _cpu_seconds() - cpu0
+        state["stop"] = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return counts[0], counts[1], latencies, cpu
+
+
+def _process_entry(args: tuple[Any, ...], out: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        out.send(("ok", asyncio.run(_worker_main(*args))))
+    except BaseException as e:  # noqa: BLE001 - report any failure to the parent
+        out.send(("error", repr(e)))
+    finally:
+        out.close()
+
+
+def run_load(base_url: str, tls: TLSFiles, spec: RequestSpec, *, concurrency: int, duration: float = 4.0,
+             warmup: float = 1.0, processes: int = 1) -> LoadResult:
+    """Run closed-loop load in `processes` generator processes; blocks until done."""
+    processes = max(1, min(processes, concurrency))
+    ctx = mp.get_context("spawn")
+    ready = ctx.Barrier(processes + 1)
+    go = ctx.Barrier(processes + 1)
+    procs, pipes = [], []
+    slots_all = list(range(concurrency))
+    for i in range(processes):
+        slots = slots_all[i::processes]
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_process_entry,
+                        args=((base_url, tls, spec, slots, warmup, duration, ready, go, i), child), daemon=True)
+        p.start()
+        child.close()
+        procs.append(p)
+        pipes.append(parent)
+    ready.wait(timeout=120)
+    go.wait(timeout=10)
+    t0 = time.perf_counter()
+    results = [pipe.recv() for pipe in pipes]
+    for p in procs:
+        p.join(10)
+    elapsed = min(time.perf_counter() - t0, duration + 0.05)
+    ok = errs = 0
+    lat: list[float] = []
+    cpu = 0.0
+    for status, value in results:
+        if status != "ok":
+            raise RuntimeError(f"load generator failed: {value}")
+        o, e, ls, c = value
+        ok += o
+        errs += e
+        lat.extend(ls)
+        cpu += c
+    return LoadResult(ok, errs, duration if elapsed >= duration else elapsed, lat, cpu)
+
+
+class ProcCPU:
+    """CPU seconds of another process (e.g. the server under test), from /proc."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(self) -> float:
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
