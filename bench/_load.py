@@ -110,7 +110,7 @@ async def _worker_main(base_url: str, tls: TLSFiles, spec: RequestSpec, slots: l
         async def one(slot: int) -> None:
             nonlocal seq
             seq += 1
-            n = f"p{proc_index}-s{slot}-{seq}"
+            n = f"{os.getpid()}-{seq}"  # unique across processes and runs
             path = _fill(spec.path, slot, n)
             data = _fill(spec.body, slot, n).encode() if spec.body is not None else None
             t0 = time.perf_counter()

@@ -303,6 +303,15 @@ def _start_bare(data_dir: str, get_file: str, list_file: str) -> tuple[subproces
     return proc, port
 
 
+def _pyspy(out_dir: str, pid: int, name: str, seconds: float) -> subprocess.Popen[bytes] | None:
+    if not out_dir:
+        return None
+    os.makedirs(out_dir, exist_ok=True)
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds + 0.99)),
+                             "--format", "raw", "--rate", "200", "-o", os.path.join(out_dir, f"{name}.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
@@ -315,6 +324,8 @@ def main() -> int:
     ap.add_argument("--watch-procs", type=int, default=4, help="processes holding the 1,000 watches")
     ap.add_argument("--watch-spacing", type=float, default=0.5, help="seconds between watched writes")
     ap.add_argument("--only", default="", help="comma list of get,list,create,update,watch,store")
+    ap.add_argument("--pyspy", default="", help="directory: profile the server with py-spy per scenario "
+                    "(collapsed stacks; slows the server, so figures from such a run are not comparable)")
     ap.add_argument("--bare-server", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_server:
@@ -373,10 +384,13 @@ def main() -> int:
                 for conc in (1, 32):
                     procs = 1 if conc == 1 else args.procs32
                     c0 = server_cpu.seconds()
+                    spy = _pyspy(args.pyspy, kp.proc.pid, f"{op}-c{conc}", args.duration + args.warmup)
                     api = run_load(kp.url, tls, api_specs[op], concurrency=conc, duration=args.duration,
                                    warmup=args.warmup, processes=procs)
                     # CPU over warmup + window: a share of one core, approximate.
                     scpu = (server_cpu.seconds() - c0) / (args.duration + args.warmup + 0.5)
+                    if spy is not None:
+                        spy.wait(30)
                     bare_res = run_load(bare_url, tls, bare_specs[op], concurrency=conc,
                                         duration=args.duration, warmup=args.warmup, processes=procs)
                     rows.append((op, conc, api, scpu, bare_res))

@@ -269,7 +269,10 @@ class Proxy:
             log.info("backend broke mid-response: %s", e)
             _abort_client(request)
             return out
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the client went away (watch ended by the caller): nothing to report
+            resp.abort()
+            return out
+        except asyncio.CancelledError:
             resp.abort()
             raise
         finally:

@@ -67,13 +67,20 @@ class ResourceHandler:
         if verb not in rdef.verbs and not (info.subresource and verb in ("get", "update", "patch")):
             raise errors.method_not_allowed()
         if verb == "get":
-            obj = await reg.get(namespace, info.name, query.get("resourceVersion", ""))
+            rv = query.get("resourceVersion", "")
+            if _shared_reads(reg):  # the response only serializes it: no private copy needed
+                obj = await reg.get(namespace, info.name, rv, shared=True)
+            else:
+                obj = await reg.get(namespace, info.name, rv)
             return self._object_response(reg, obj, choice)
         if verb in ("list", "watch"):
             opts = _list_options(reg, query)
             if verb == "watch":
                 return await self._watch(request, reg, namespace, opts, choice)
-            result = await reg.list(namespace, opts)
+            if _shared_reads(reg):
+                result = await reg.list(namespace, opts, shared=True)
+            else:
+                result = await reg.list(namespace, opts)
             return self._list_response(reg, result, choice, query)
         wopts = _write_options(request, info)
         if verb == "create":
@@ -160,7 +167,11 @@ class ResourceHandler:
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         first_table = True
-        stream = reg.watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events)
+        if _shared_reads(reg):
+            stream = reg.watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events,
+                               shared=True)
+        else:
+            stream = reg.watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events)
         try:
             async with asyncio.timeout(timeout):
                 async for ev in stream:
@@ -248,6 +259,22 @@ class ResourceHandler:
 
 
 # ---- request parsing ----------------------------------------------------
+
+
+_SHARED_READS: dict[type, bool] = {}
+
+
+def _shared_reads(reg: Any) -> bool:
+    """Whether `reg` reads through the generic Registry's get/list/watch, which can hand out
+    the watch cache's objects without copying (`shared=True`); a subclass overriding them
+    (or a registry of another type) is called as before."""
+    cls = type(reg)
+    ok = _SHARED_READS.get(cls)
+    if ok is None:
+        ok = isinstance(reg, Registry) and all(
+            getattr(cls, m) is getattr(Registry, m) for m in ("get", "list", "watch", "view", "_convert_event"))
+        _SHARED_READS[cls] = ok
+    return ok
 
 
 def _patch_types(reg: Registry) -> list[str]:

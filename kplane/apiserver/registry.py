@@ -101,10 +101,14 @@ class Registry:
             obj = self.rdef.from_storage(obj)
         return obj
 
-    def view(self, stored: Obj) -> Obj:
+    def view(self, stored: Obj, shared: bool = False) -> Obj:
         """A private copy of a watch-cache object (storage form), in this registry's version.
 
-        The cache holds the storage form shared by every version served from one prefix."""
+        The cache holds the storage form shared by every version served from one prefix.
+        With `shared`, a caller that only reads the result (e.g. serializes it) gets the
+        cached object itself when no conversion is needed: it must never mutate it."""
+        if shared and not self.rdef.from_storage:
+            return stored
         obj = _copy(stored)
         return self.rdef.from_storage(obj) if self.rdef.from_storage else obj
 
@@ -126,7 +130,8 @@ class Registry:
 
     # ---- reads ----------------------------------------------------------
 
-    async def get(self, namespace: str, name: str, resource_version: str = "") -> Obj:
+    async def get(self, namespace: str, name: str, resource_version: str = "", *, shared: bool = False) -> Obj:
+        """The object; with `shared` possibly the watch cache's own (read-only) dict, see view()."""
         key = self._key(namespace, name)
         if resource_version == "0":
             hit = self.cacher.get(key)
@@ -138,7 +143,7 @@ class Registry:
             hit = self.cacher.get(key)
         if hit is None:
             raise self._not_found(name)
-        return self.view(hit[1])
+        return self.view(hit[1], shared)
 
     async def _fresh(self, resource_version: str) -> None:
         if resource_version and resource_version != "0":
@@ -147,7 +152,8 @@ class Registry:
             rv = await self.store.current_revision()
         await self.cacher.wait_until_fresh(rv)
 
-    async def list(self, namespace: str, opts: ListOptions) -> ListResult:
+    async def list(self, namespace: str, opts: ListOptions, *, shared: bool = False) -> ListResult:
+        """With `shared` the items may be the watch cache's own (read-only) dicts, see view()."""
         prefix = self.rdef.key_prefix(namespace or None)
         if opts.continue_token:
             rv, start_after = _decode_continue(opts.continue_token, prefix)
@@ -162,7 +168,10 @@ class Registry:
         if opts.resource_version != "0":
             await self._fresh(opts.resource_version)
         entries, revision, _ = self.cacher.list(prefix)
-        items = [o for o in (self.view(obj) for _, obj in entries) if self._matches(o, opts)]
+        if opts.label_selector is None and opts.field_selector is None:
+            items = [self.view(obj, shared) for _, obj in entries]
+        else:
+            items = [o for o in (self.view(obj, shared) for _, obj in entries) if self._matches(o, opts)]
         return ListResult(items, str(revision))
 
     async def _list_from_store(self, prefix: str, rv: int, start_after: str | None,
@@ -222,7 +231,8 @@ class Registry:
 
     async def watch(self, namespace: str, opts: ListOptions, *, bookmarks: bool = False,
                     send_initial_events: bool | None = None,
-                    bookmark_interval: float = 60.0) -> AsyncIterator[WatchEvent]:
+                    bookmark_interval: float = 60.0, shared: bool = False) -> AsyncIterator[WatchEvent]:
+        """Watch events; with `shared` their objects may be the cache's own (read-only) dicts."""
         prefix = self.rdef.key_prefix(namespace or None)
         rv_param = opts.resource_version
         initial: list[Obj] = []
@@ -234,7 +244,7 @@ class Registry:
             elif rv_param == "":
                 await self._fresh("")
             entries, revision, _ = self.cacher.list(prefix)
-            initial = [o for o in (self.view(obj) for _, obj in entries) if self._matches(o, opts)]
+            initial = [o for o in (self.view(obj, shared) for _, obj in entries) if self._matches(o, opts)]
             start = revision
         else:
             start = _parse_rv(rv_param)
@@ -252,7 +262,7 @@ class Registry:
                 if isinstance(ev, Bookmark):
                     yield WatchEvent("BOOKMARK", self._bookmark(ev.revision))
                     continue
-                converted = self._convert_event(ev, opts)
+                converted = self._convert_event(ev, opts, shared)
                 if converted is not None:
                     yield converted
         except CompactedError as e:
@@ -260,10 +270,15 @@ class Registry:
         finally:
             await stream.aclose()
 
-    def _convert_event(self, ev: Any, opts: ListOptions) -> WatchEvent | None:
+    def _convert_event(self, ev: Any, opts: ListOptions, shared: bool = False) -> WatchEvent | None:
         """Apply selectors the way upstream's cacher does: an object that stops
         matching is reported DELETED, one that starts matching ADDED."""
-        obj = self.view(ev.obj)
+        obj = self.view(ev.obj, shared)
+        if opts.label_selector is None and opts.field_selector is None:
+            # Everything matches: the previous state cannot change the event type.
+            if ev.type == "DELETED":
+                return WatchEvent("DELETED", obj)
+            return WatchEvent("ADDED" if ev.type == "ADDED" or ev.prev_obj is None else "MODIFIED", obj)
         prev = self.view(ev.prev_obj) if ev.prev_obj is not None else None
         cur_ok = self._matches(obj, opts)
         if ev.type == "DELETED":

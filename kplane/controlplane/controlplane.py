@@ -15,6 +15,7 @@ from kplane.aggregator import Aggregator
 from kplane.apiserver.openapi_routes import install_openapi
 from kplane.apiserver.server import GenericAPIServer
 from kplane.controlplane.auth_setup import install_auth
+from kplane.controlplane.crd import install_crds
 from kplane.controlplane.namespaces import NamespaceController, ensure_default_namespaces, install_lifecycle
 from kplane.controlplane.pki import PKI, ensure_pki, write_kubeconfig
 from kplane.controlplane.serviceip import ClusterIPAllocator
@@ -70,6 +71,7 @@ class ControlPlane:
                                      requestheader_ca_pem=pki.front_proxy_ca_cert.read_text(),
                                      feature_gates=options.feature_gates)
         self.namespace_controller = NamespaceController(self.server)
+        self.crds = install_crds(self)
         self.ssl_context = serving_ssl_context(pki)
 
     async def start(self) -> None:
@@ -78,8 +80,10 @@ class ControlPlane:
         await self.auth.start()
         await self.aggregator.start()
         self.namespace_controller.start()
+        await self.crds.start()
 
     async def stop(self) -> None:
+        await self.crds.stop()
         await self.aggregator.stop()
         await self.namespace_controller.stop()
         await self.auth.stop()

@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 from kplane.apimachinery import errors
-from kplane.apiserver.registry import ListOptions, WriteOptions
+from kplane.apiserver.registry import ListOptions, Registry, WriteOptions
 from kplane.apiserver.server import GenericAPIServer
 
 log = logging.getLogger("kplane.namespaces")
@@ -141,6 +141,8 @@ class NamespaceController:
         remaining = 0
         seen_prefixes: set[str] = set()
         for reg in list(self.server.registries.values()):
+            if not isinstance(reg, Registry):
+                continue  # review APIs, computed resources: nothing stored to delete
             prefix = reg.rdef.key_prefix(name)
             if not reg.rdef.namespaced or prefix in seen_prefixes:
                 continue

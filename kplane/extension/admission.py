@@ -95,21 +95,31 @@ def install_admission(registry: Registry, admission: Admission) -> Registry:
     """Attach admission to a generic Registry through its before_create/update/delete hooks.
 
     The hooks run after defaulting and validation, inside the registry's optimistic-concurrency
-    loop: a conflicting write re-reads the object and runs them again. An object a hook changed
-    is validated again."""
+    loop: a conflicting write re-reads the object and runs them again. They see objects in the
+    storage version whatever version the request used (as upstream's webhooks with
+    matchPolicy: Equivalent see their own version); an object a hook changed is converted back
+    and validated again."""
     rdef = registry.rdef
+    to_hook = rdef.to_storage or (lambda o: o)
+    from_hook = rdef.from_storage or (lambda o: o)
 
     async def run(operation: str, obj: Obj | None, old: Obj | None, opts: WriteOptions) -> None:
         hooks = admission.wanted(operation, opts.subresource)
         if not hooks:
             return
-        before = orjson.dumps(obj) if obj is not None else b""
+        seen = to_hook(obj) if obj is not None else None
+        old_seen = to_hook(old) if old is not None else None
+        before = orjson.dumps(seen) if seen is not None else b""
         for hook in hooks:
-            replaced = await call_hook(rdef, hook, obj, old, opts.user)
-            if replaced is not None and obj is not None and replaced is not obj:
+            replaced = await call_hook(rdef, hook, seen, old_seen, opts.user)
+            if replaced is not None and seen is not None and replaced is not seen:
+                seen.clear()
+                seen.update(replaced)
+        if obj is not None and seen is not None and orjson.dumps(seen) != before:
+            changed = from_hook(seen) if rdef.from_storage else seen
+            if changed is not obj:
                 obj.clear()
-                obj.update(replaced)
-        if obj is not None and orjson.dumps(obj) != before:
+                obj.update(changed)
             registry._validate(obj, old)
 
     async def before_create(obj: Obj, opts: WriteOptions) -> None:

@@ -191,10 +191,10 @@ class ExtensionServer:
             return fn
         return decorate
 
-    def convert(self, obj: Obj, to_version: str) -> Obj:
+    def convert(self, obj: Obj, to_version: str, *, kind: str = "", from_version: str = "") -> Obj:
         """A copy of `obj` (an object of one of this server's kinds) in `to_version`."""
-        kind = obj.get("kind", "")
-        from_version = (obj.get("apiVersion") or "").rpartition("/")[2]
+        kind = kind or obj.get("kind", "")
+        from_version = from_version or (obj.get("apiVersion") or "").rpartition("/")[2]
         out = orjson.loads(orjson.dumps(obj))
         if from_version != to_version:
             fn = self._converters.get((kind, from_version, to_version))
@@ -217,8 +217,9 @@ class ExtensionServer:
         storage = self._storage_versions.get(rdef.kind, rdef.version)
         if storage == rdef.version:
             return
-        rdef.to_storage = lambda obj, v=storage: self.convert(obj, v)
-        rdef.from_storage = lambda obj, v=rdef.version: self.convert(obj, v)
+        kind, version = rdef.kind, rdef.version
+        rdef.to_storage = lambda obj: self.convert(obj, storage, kind=kind, from_version=version)
+        rdef.from_storage = lambda obj: self.convert(obj, version, kind=kind, from_version=storage)
 
     def handle(self, ref: Any) -> ResourceHandle:
         if isinstance(ref, ResourceHandle):

@@ -185,7 +185,7 @@ def test_chunked_list(kubectl, api):
 def test_watch_with_kubectl(kplane, kubectl):
     kubectl("create", "namespace", "watched")
     proc = subprocess.Popen(["kubectl", "--kubeconfig", kplane.kubeconfig, "-n", "watched", "get", "cm", "-w",
-                             "--output-watch-events", "-o", "custom-columns=NAME:.metadata.name"],
+                             "--output-watch-events"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
@@ -196,8 +196,8 @@ def test_watch_with_kubectl(kplane, kubectl):
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=10)
-    events = [line.split() for line in out.splitlines() if line.strip() and "EVENT" not in line]
-    assert [e[0] for e in events if e[-1] == "w1"] == ["ADDED", "MODIFIED", "DELETED"], (out, err)
+    events = [line.split() for line in out.splitlines() if line.strip() and not line.startswith("EVENT")]
+    assert [e[0] for e in events if e[1] == "w1"] == ["ADDED", "MODIFIED", "DELETED"], (out, err)
 
 
 def test_watch_with_python_client_and_bookmarks(api):

@@ -245,7 +245,8 @@ class Backends:
              "spec": {"group": group, "version": "v1", "groupPriorityMinimum": 1000, "versionPriority": 15,
                       "caBundle": self.ca_bundle, "service": {"namespace": ns, "name": "api", "port": 443}}},
         ]
-        return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        # Documents, not a v1 List: validating a List makes kubectl fetch /openapi/v2 as protobuf.
+        return "\n---\n".join(json.dumps(item) for item in items)
 
     def close(self) -> None:
         async def shutdown() -> None:

@@ -35,6 +35,9 @@ _CORE_FUNCTIONS = {
     "getFullYear", "getMonth", "getDayOfMonth", "getDayOfWeek", "getDayOfYear", "getHours", "getMinutes",
     "getSeconds", "getMilliseconds", "getDate",
 }
+# Variables bound by comprehension macros: self.all(x, ...), self.map(k, v, ...).
+_MACRO_VAR_RE = re.compile(r"\.\s*(?:all|exists|exists_one|existsOne|map|filter|transformList|transformMap)"
+                           r"\s*\(\s*([A-Za-z_]\w*)")
 _REASONS = ("FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate")
 
 
@@ -82,7 +85,10 @@ def compile_rule(rule: Any) -> Rule:
         except Exception as e:  # noqa: BLE001
             raise RuleCompileError(f"messageExpression compilation failed: {e}") from None
     variables = set(program.variables())
-    unknown = variables - {"self", "oldSelf"}
+    bound = set(_MACRO_VAR_RE.findall(source))
+    if mexpr is not None:
+        bound |= set(_MACRO_VAR_RE.findall(rule["messageExpression"]))
+    unknown = variables - {"self", "oldSelf"} - bound
     if unknown:
         raise RuleCompileError(f"compilation failed: ERROR: <input>: undeclared reference to "
                                f"'{sorted(unknown)[0]}' (in container '')")

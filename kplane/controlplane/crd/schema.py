@@ -234,7 +234,7 @@ def _validate_object(value: Obj, schema: Schema, path: str, causes: list[Cause],
     if embedded:
         for name in ("apiVersion", "kind"):
             if not value.get(name) and name not in props:
-                causes.append(field_required(child(path, name), "must not be empty"))
+                causes.append(field_required(child(path, name), "Required value: must not be empty"))
     additional = schema.get("additionalProperties")
     for key, item in value.items():
         if (root or embedded) and key in _EMBEDDED_FIELDS and key not in props:

@@ -44,7 +44,9 @@ class CustomResourceRegistry(Registry):
                 unknown = structural.prune(probe, schema)
                 if unknown:
                     listed = ", ".join(f'unknown field "{u[1:]}"' for u in unknown)
-                    raise errors.bad_request(f"strict decoding error: {listed}")
+                    kind, version = self.rdef.kind, self.rdef.version
+                    raise errors.bad_request(f'{kind} in version "{version}" cannot be handled as a {kind}: '
+                                             f"strict decoding error: {listed}")
             unknown = structural.prune(obj, schema)
             if unknown and opts.field_validation == "Warn":
                 opts.warnings.extend(f'unknown field "{u[1:]}"' for u in unknown)

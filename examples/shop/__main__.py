@@ -1,0 +1,3 @@
+from examples.shop import app
+
+app.run()
