@@ -54,6 +54,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own kubeconfig reader ($KUBECONFIG, read when kopf logs in)."""
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
 # ---- indexes: what the handlers need to know about the other kind ----------------------------
 
 
@@ -114,7 +120,7 @@ def _custom_objects() -> Any:
     if _api is None:
         import kubernetes
 
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
         _api = kubernetes.client.CustomObjectsApi()
     return _api
 

@@ -16,6 +16,7 @@ from kplane.apiserver.openapi_routes import install_openapi
 from kplane.apiserver.server import GenericAPIServer
 from kplane.controlplane.auth_setup import install_auth
 from kplane.controlplane.crd import install_crds
+from kplane.controlplane.defaults import ServiceAccountController, ensure_kubernetes_service
 from kplane.controlplane.namespaces import NamespaceController, ensure_default_namespaces, install_lifecycle
 from kplane.controlplane.pki import PKI, ensure_pki, write_kubeconfig
 from kplane.controlplane.serviceip import ClusterIPAllocator
@@ -71,21 +72,26 @@ class ControlPlane:
                                      requestheader_ca_pem=pki.front_proxy_ca_cert.read_text(),
                                      feature_gates=options.feature_gates)
         self.namespace_controller = NamespaceController(self.server)
+        self.serviceaccount_controller = ServiceAccountController(self.server)
         self.crds = install_crds(self)
         self.ssl_context = serving_ssl_context(pki)
 
     async def start(self) -> None:
         await self.server.start(self.options.bind_address, self.options.secure_port, self.ssl_context)
         await ensure_default_namespaces(self.server)
+        await ensure_kubernetes_service(self.server, self.options.service_cluster_ip_range,
+                                        self.options.bind_address, self.options.secure_port)
         await self.auth.start()
         await self.aggregator.start()
         self.namespace_controller.start()
+        self.serviceaccount_controller.start()
         await self.crds.start()
 
     async def stop(self) -> None:
         await self.crds.stop()
         await self.aggregator.stop()
         await self.namespace_controller.stop()
+        await self.serviceaccount_controller.stop()
         await self.auth.stop()
         await self.server.stop()
         await self.store.close()

@@ -1,0 +1,3 @@
+from examples.hostinfo import app
+
+app.run()
