@@ -67,8 +67,10 @@ def v1beta1_to_v1(order: dict[str, Any]) -> dict[str, Any]:
 def check(order: dict[str, Any], old: dict[str, Any] | None, user: Any) -> None:
     """Admission sees v1 (the storage version) whichever version the request used."""
     spec = order["spec"]
-    if old is None and spec["item"] == "durian":
-        raise Forbidden("durians are not sold here")
+    if old is None:
+        if spec["item"] == "durian":
+            raise Forbidden("durians are not sold here")
+        order["status"] = {"phase": "Pending"}  # mutating: a new order is Pending
     if old is not None and spec["item"] != old["spec"]["item"]:
         raise Invalid("spec.item", "field is immutable", spec["item"])
     if spec["qty"] > 50 and "buyers" not in user.groups:

@@ -17,6 +17,7 @@ presented leaf against the request-header CA itself.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -106,21 +107,36 @@ def peer_certificate(request: web.Request) -> x509.Certificate | None:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
+    return _load_der(der)
+
+
+# Every request on a keep-alive connection presents the same certificate: parsing it and
+# checking its signature once per distinct certificate (not once per request) keeps
+# authentication off the hot path. Bounded caches; the validity window is checked each time.
+_CERT_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
+def _load_der(der: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
 def issued_by(cert: x509.Certificate, cas: Iterable[x509.Certificate]) -> bool:
     """Whether one of `cas` signed `cert` (and the cert is valid now and usable for client auth)."""
-    now = dt.datetime.now(dt.UTC)
-    if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
-        return False
+    not_before, not_after, ok = _issued_by(cert, tuple(cas))
+    return ok and not_before <= dt.datetime.now(dt.UTC) <= not_after
+
+
+@functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
+def _issued_by(cert: x509.Certificate, cas: tuple[x509.Certificate, ...]) -> tuple[dt.datetime, dt.datetime, bool]:
+    window = (cert.not_valid_before_utc, cert.not_valid_after_utc)
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         if ExtendedKeyUsageOID.CLIENT_AUTH not in eku and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
-            return False
+            return (*window, False)
     except x509.ExtensionNotFound:
         pass  # no EKU: usable for anything, as Go's x509 treats it
-    return any(cert.issuer == ca.subject and _signed(cert, ca) for ca in cas)
+    return (*window, any(cert.issuer == ca.subject and _signed(cert, ca) for ca in cas))
 
 
 def _signed(cert: x509.Certificate, ca: x509.Certificate) -> bool:
@@ -131,11 +147,13 @@ def _signed(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
 def common_name(cert: x509.Certificate) -> str:
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(attrs[0].value) if attrs else ""
 
 
+@functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
 def organizations(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
 

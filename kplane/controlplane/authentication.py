@@ -196,7 +196,8 @@ class Impersonation:
         if not requested_user and not groups_requested and not extras and not requested_uid:
             return requestor
         if not requested_user:
-            raise errors.internal("requested impersonation without impersonating a user")
+            # Upstream answers a bare 500 here; it is the client's mistake, so kplane says 400.
+            raise errors.bad_request("requested impersonation without impersonating a user")
 
         # (kind, group, namespace, name, subresource) per request, in upstream's order.
         checks: list[tuple[str, str, str, str, str]] = []

@@ -81,6 +81,7 @@ class Options:
     client_ca_file: str = ""
     requestheader_client_ca_file: str = ""
     requestheader_allowed_names: list[str] | None = None
+    authorization_mode: str = "Delegated"  # or AlwaysAllow (benchmarks, trusted set-ups): no SARs
     authorization_allow_ttl: float = 10.0
     authorization_deny_ttl: float = 10.0
     authentication_token_ttl: float = 10.0
@@ -332,6 +333,7 @@ class ExtensionServer:
             handle.registry = install_admission(server.install(handle.rdef), handle.admission)
         for virtual in self._virtual:
             server.install_virtual(virtual)
+        server.non_resource["/metrics"] = self._metrics
         for handle, name, fn in self._actions:
             server.install_virtual(self._action_registry(handle, name, fn))
         try:
@@ -343,12 +345,34 @@ class ExtensionServer:
         self.server = server
         return server
 
+    async def _metrics(self, request: Any) -> Any:
+        """Prometheus text: the delegated authorization and token caches (names as upstream's
+        apiserver_delegated_authz_* / authentication token cache metrics, plus the hit counters)."""
+        from aiohttp import web
+
+        lines: list[str] = []
+        caches = []
+        if self.authorizer is not None:
+            caches.append(("kplane_extension_authorization", self.authorizer.cache))
+            lines += ["# HELP kplane_extension_subjectaccessreviews_total SubjectAccessReviews sent to kplane.",
+                      "# TYPE kplane_extension_subjectaccessreviews_total counter",
+                      f"kplane_extension_subjectaccessreviews_total {self.authorizer.reviews}"]
+        if self.authenticator is not None and self.authenticator.tokens is not None:
+            caches.append(("kplane_extension_token", self.authenticator.tokens.cache))
+        for prefix, cache in caches:
+            for what in ("hits", "misses"):
+                lines += [f"# TYPE {prefix}_cache_{what}_total counter",
+                          f"{prefix}_cache_{what}_total {getattr(cache, what)}"]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
     def _action_registry(self, handle: ResourceHandle, action: str, fn: Callable[..., Any]) -> VirtualRegistry:
         rdef = handle.rdef
         call = awaitable(fn)
-        sub = ResourceDef(group=rdef.group, version=rdef.version, kind=rdef.kind, plural=f"{rdef.plural}/{action}",
-                          namespaced=rdef.namespaced, verbs=["create"],
-                          schema={"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+        # The same kind, schema and OpenAPI name as the resource: OpenAPI publishes one definition per
+        # name, and an action answers (usually) the resource's kind.
+        sub = ResourceDef(group=rdef.group, version=rdef.version, kind=rdef.kind,
+                          plural=f"{rdef.plural}/{action}", namespaced=rdef.namespaced, verbs=["create"],
+                          schema=rdef.schema, openapi_name=rdef.openapi_name)
 
         async def create(namespace: str, body: Obj, opts: WriteOptions) -> Obj:
             reg = handle.registry
@@ -390,6 +414,9 @@ class ExtensionServer:
         p.add_argument("--requestheader-client-ca-file", default="")
         p.add_argument("--requestheader-allowed-names", default=None,
                        help="comma-separated CNs allowed to assert identities (empty: any)")
+        p.add_argument("--authorization-mode", choices=["Delegated", "AlwaysAllow"], default="Delegated",
+                       help="Delegated: a SubjectAccessReview against kplane per request (cached); "
+                            "AlwaysAllow: every authenticated request is allowed")
         p.add_argument("--authorization-webhook-cache-authorized-ttl", type=float, default=10.0)
         p.add_argument("--authorization-webhook-cache-unauthorized-ttl", type=float, default=10.0)
         p.add_argument("--authentication-token-webhook-cache-ttl", type=float, default=10.0)
@@ -407,6 +434,7 @@ class ExtensionServer:
                        tls_ca_file=args.tls_ca_file, client_ca_file=args.client_ca_file,
                        requestheader_client_ca_file=args.requestheader_client_ca_file,
                        requestheader_allowed_names=allowed,
+                       authorization_mode=args.authorization_mode,
                        authorization_allow_ttl=args.authorization_webhook_cache_authorized_ttl,
                        authorization_deny_ttl=args.authorization_webhook_cache_unauthorized_ttl,
                        authentication_token_ttl=args.authentication_token_webhook_cache_ttl)
@@ -455,7 +483,8 @@ class ExtensionServer:
         self.authenticator = DelegatingAuthenticator(
             rh, tokens=TokenReviewer(self.client, cache_ttl=options.authentication_token_ttl))
         self.authorizer = DelegatingAuthorizer(self.client, allow_ttl=options.authorization_allow_ttl,
-                                               deny_ttl=options.authorization_deny_ttl)
+                                               deny_ttl=options.authorization_deny_ttl,
+                                               always_allow=options.authorization_mode == "AlwaysAllow")
         server = self.build(store, self.authenticator, self.authorizer)
         advertise = options.advertise_address or advertise_address(options.bind_address)
         server.server_address = f"{advertise}:{options.secure_port}"

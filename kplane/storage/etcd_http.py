@@ -25,7 +25,7 @@ import orjson
 
 from kplane.storage.interface import StorageError, UnavailableError
 
-_STREAM_LENGTH = 1 << 50  # declared length of a watch request body (never reached)
+_STREAM_LENGTH = 1 << 40  # declared length of a watch request body (never reached)
 
 
 class EtcdError(StorageError):

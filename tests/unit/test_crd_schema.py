@@ -83,7 +83,8 @@ def test_crontab_validation(spec: dict, expected: list[str]) -> None:
     ({"type": "object", "additionalProperties": {"type": "integer"}}, {"k": "v"},
      ['x[k]: Invalid value: "string": x[k] in body must be of type integer: "string"']),
     ({"type": "object", "x-kubernetes-embedded-resource": True, "x-kubernetes-preserve-unknown-fields": True},
-     {"metadata": {}}, ["x.apiVersion: Required value: must not be empty", "x.kind: Required value: must not be empty"]),
+     {"metadata": {}},
+     ["x.apiVersion: Required value: must not be empty", "x.kind: Required value: must not be empty"]),
 ])
 def test_value_validation(schema: dict, value: object, expected: list[str]) -> None:
     assert _messages(structural.validate(value, schema, "x")) == expected
@@ -151,7 +152,8 @@ SCALED = object_schema({"type": "object", "properties": {"spec": {
     ({"minReplicas": 1, "replicas": 2, "maxReplicas": 3}, None, []),
     ({"minReplicas": 3, "replicas": 2, "maxReplicas": 3}, None,
      ['spec: Invalid value: "object": replicas should be greater than or equal to minReplicas.']),
-    ({"minReplicas": 1, "replicas": 5, "maxReplicas": 3}, None, ['spec: Invalid value: "object": replicas 5 exceeds 3']),
+    ({"minReplicas": 1, "replicas": 5, "maxReplicas": 3}, None,
+     ['spec: Invalid value: "object": replicas 5 exceeds 3']),
     # Transition rule: skipped on create, enforced on update.
     ({"minReplicas": 1, "replicas": 2, "maxReplicas": 3, "name": "a"}, None, []),
     ({"minReplicas": 1, "replicas": 2, "maxReplicas": 3, "name": "b"},

@@ -81,7 +81,7 @@ def test_v3_index_hashes_documents() -> None:
     defs = builtin_resources()
     index = openapi.openapi_v3_index(defs)
     assert set(index["paths"]) == {"api/v1", "apis/coordination.k8s.io/v1", "apis/discovery.k8s.io/v1",
-                                   "apis/events.k8s.io/v1"}
+                                   "apis/events.k8s.io/v1", "apis/rbac.authorization.k8s.io/v1"}
     url = index["paths"]["api/v1"]["serverRelativeURL"]
     expected = openapi.document_hash(openapi.openapi_v3_document(core_defs()))
     assert url == f"/openapi/v3/api/v1?hash={expected}"

@@ -14,7 +14,8 @@ import base64
 import http.client
 import ssl
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson

@@ -9,7 +9,8 @@ built-in type) answer with a Scale, as kube-apiserver's CR scale storage does.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 

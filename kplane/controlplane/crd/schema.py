@@ -16,8 +16,15 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from kplane.apimachinery.errors import (Cause, field_duplicate, field_forbidden, field_invalid,
-                                        field_not_supported, field_required, field_too_long)
+from kplane.apimachinery.errors import (
+    Cause,
+    field_duplicate,
+    field_forbidden,
+    field_invalid,
+    field_not_supported,
+    field_required,
+    field_too_long,
+)
 
 Schema = dict[str, Any]
 Obj = dict[str, Any]
@@ -412,7 +419,7 @@ def validate_structural(schema: Any, path: str) -> list[Cause]:
     meta = props.get("metadata")
     if isinstance(meta, dict):
         extra = set(meta) - {"type", "properties", "description"}
-        meta_props = set((meta.get("properties") or {}))
+        meta_props = set(meta.get("properties") or {})
         if extra or meta_props - _ROOT_METADATA_ALLOWED or (meta.get("type") not in (None, "object")):
             causes.append(field_forbidden(f"{path}.properties[metadata]",
                                           "must not specify anything other than name and generateName, but "

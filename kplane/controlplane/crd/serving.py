@@ -5,7 +5,8 @@ to the generic one."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
