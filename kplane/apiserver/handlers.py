@@ -216,9 +216,7 @@ class ResourceHandler:
             raise errors.StatusError(415, "UnsupportedMediaType",
                                      f"the body of the request was in an unknown format - accepted media "
                                      f"types include: {', '.join(_patch_types(reg))}")
-        raw = await request.read()
-        if len(raw) > negotiation.MAX_BODY_BYTES:
-            raise errors.too_large()
+        raw = await read_limited(request)
         schema = reg.rdef.schema
         create_if_missing = None
         if kind == "json":
@@ -299,16 +297,30 @@ def _check_applied(reg: Registry, body: Obj, name: str, namespace: str) -> None:
 async def _read_body(request: web.Request) -> Any:
     if request.content_length and request.content_length > negotiation.MAX_BODY_BYTES:
         raise errors.too_large()
-    raw = await request.content.read(negotiation.MAX_BODY_BYTES + 1)
-    if len(raw) > negotiation.MAX_BODY_BYTES:
-        raise errors.too_large()
+    raw = await read_limited(request)
     if not raw:
         raise errors.bad_request("the request body is empty")
     return negotiation.decode_body(raw, request.headers.get("Content-Type", "application/json"))
 
 
+async def read_limited(request: web.Request) -> bytes:
+    """The whole body, refusing (413) as soon as it passes the 3 MiB limit.
+
+    StreamReader.read(n) returns what is buffered, not n bytes: loop to EOF."""
+    chunks = []
+    size = 0
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > negotiation.MAX_BODY_BYTES:
+            raise errors.too_large()
+        chunks.append(chunk)
+
+
 async def _delete_options(request: web.Request) -> Obj:
-    raw = await request.read()
+    raw = await read_limited(request)
     options: Obj = {}
     if raw.strip():
         decoded = negotiation.decode_body(raw, request.headers.get("Content-Type", "application/json"))

@@ -428,10 +428,9 @@ class EtcdStore:
         while not self._closed:
             stream: WatchStream | None = None
             try:
-                stream = await self._http.open_watch()
                 key, end = self._range
-                await stream.send({"create_request": {"key": key, "range_end": end, "prev_kv": True,
-                                                      "start_revision": self._dispatched + 1}})
+                stream = await self._http.open_watch({"create_request": {
+                    "key": key, "range_end": end, "prev_kv": True, "start_revision": self._dispatched + 1}})
                 while True:
                     res = await stream.recv()
                     if res.get("compact_revision"):
@@ -555,7 +554,10 @@ class _Watch:
         self._done = store._closed
         if not self._done:
             store._mailboxes.add(self._box)
-        self._from = from_revision or store._dispatched
+        # "From now": after every revision this client has seen (a write it made may not
+        # have come back through the store's watch yet).
+        self._from = from_revision or max(store._dispatched, store._seen_rev)
+        self._explicit = from_revision != 0
         self._last = self._from
         self._catch_up = self._from < store._dispatched
         self._remote: asyncio.Task[None] | None = None
@@ -568,7 +570,7 @@ class _Watch:
         store = self._store
         if not self._started:
             self._started = True
-            if not self._done and self._from < store._compacted:
+            if not self._done and self._explicit and self._from < store._compacted:
                 self._finish()
                 raise CompactedError(self._from, store._compacted)
         while True:
@@ -618,10 +620,10 @@ class _Watch:
         # A static method: the task must not keep an abandoned _Watch alive.
         stream: WatchStream | None = None
         try:
-            stream = await store._http.open_watch()
             ek = store._ekey(box.prefix).encode()
-            await stream.send({"create_request": {"key": _b64(ek), "range_end": _b64(_prefix_end(ek)),
-                                                  "start_revision": after + 1, "prev_kv": True}})
+            stream = await store._http.open_watch({"create_request": {
+                "key": _b64(ek), "range_end": _b64(_prefix_end(ek)), "start_revision": after + 1,
+                "prev_kv": True}})
             while True:
                 res = await stream.recv()
                 if res.get("compact_revision"):

@@ -7,6 +7,8 @@ drains an unfinished *chunked* request body before it writes the first response
 byte, so a chunked streaming body (what aiohttp sends) deadlocks. A request that
 declares a huge Content-Length is not drained (the server only marks the
 connection close-after-reply), so the stream stays open in both directions.
+(One more quirk: Go holds the request body's lock while the gateway waits for
+more body, and needs it to write the response header; see open_watch.)
 The peer is always etcd's gateway, so the client only needs: POST with a JSON
 body, Content-Length or chunked responses, keep-alive pooling, TLS, and
 fail-over across the --etcd-servers list.
@@ -237,12 +239,36 @@ class EtcdHTTP:
 
     # -- watch streams ----------------------------------------------------------
 
-    async def open_watch(self) -> WatchStream:
-        """A full-duplex /v3/watch stream (see the module docstring)."""
+    async def open_watch(self, first: dict[str, Any]) -> WatchStream:
+        """A full-duplex /v3/watch stream that has sent `first` (see the module docstring)."""
         conn = await self.connect()
         ep = conn.endpoint
         conn.writer.write(f"POST /v3/watch HTTP/1.1\r\nHost: {ep.host}:{ep.port}\r\nContent-Type: "
-                          f"application/json\r\nContent-Length: {_STREAM_LENGTH}\r\n\r\n".encode())
+                          f"application/json\r\nContent-Length: {_STREAM_LENGTH}\r\n\r\n".encode()
+                          + orjson.dumps(first) + b"\n")
+        try:
+            head = asyncio.ensure_future(_read_head(conn.reader))
+            try:
+                # Go's server writes the response header only once it gets the request body's
+                # lock, which the gateway's reader holds while it waits for more body: feed it
+                # whitespace (JSON ignores it) until the header arrives.
+                deadline = asyncio.get_running_loop().time() + self._timeout
+                while not head.done():
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise UnavailableError("etcd did not answer the watch request")
+                    conn.writer.write(b" ")
+                    await conn.writer.drain()
+                    await asyncio.wait((head,), timeout=0.002)
+                status, headers = head.result()
+            finally:
+                head.cancel()
+            if status != 200:
+                raise _error(status, await conn.reader.read(65536))
+            if headers.get("transfer-encoding", "").lower() != "chunked":
+                raise ConnectionResetError("etcd watch response is not chunked")
+        except BaseException:
+            conn.close()
+            raise
         return WatchStream(conn)
 
     async def close(self) -> None:
@@ -259,7 +285,6 @@ class WatchStream:
 
     def __init__(self, conn: _Conn):
         self._conn = conn
-        self._headers_read = False
         self._buf = b""
         self._lines: deque[bytes] = deque()
 
@@ -274,14 +299,6 @@ class WatchStream:
     async def recv(self) -> dict[str, Any]:
         """The next response. ConnectionError when the stream ends, EtcdError for an error message."""
         reader = self._conn.reader
-        if not self._headers_read:
-            status, headers = await _read_head(reader)
-            self._headers_read = True
-            if status != 200:
-                body = await reader.read(65536)
-                raise _error(status, body)
-            if headers.get("transfer-encoding", "").lower() != "chunked":
-                raise ConnectionResetError("etcd watch response is not chunked")
         while not self._lines:
             chunk = await _read_chunk(reader)
             if not chunk:

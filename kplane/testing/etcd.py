@@ -48,9 +48,9 @@ def _free_port() -> int:
 
 
 class EtcdProcess:
-    def __init__(self, name: str = "default", data_dir: str | Path | None = None, client_port: int | None = None,
-                 peer_port: int | None = None, initial_cluster: str | None = None, cluster_state: str = "new",
-                 extra_args: list[str] | None = None):
+    def __init__(self, name: str = "default", data_dir: str | Path | None = None,
+                 client_port: int | None = None, peer_port: int | None = None,
+                 initial_cluster: str | None = None, cluster_state: str = "new", extra_args: list[str] | None = None):
         self.name = name
         self._own_dir = data_dir is None
         self.base_dir = Path(data_dir or tempfile.mkdtemp(prefix="kplane-etcd-"))
@@ -136,7 +136,8 @@ class EtcdCluster:
         names = [f"m{i}" for i in range(size)]
         peers = [_free_port() for _ in names]
         initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peers, strict=True))
-        self.members = [EtcdProcess(n, peer_port=p, initial_cluster=initial) for n, p in zip(names, peers, strict=True)]
+        self.members = [EtcdProcess(n, peer_port=p, initial_cluster=initial)
+                        for n, p in zip(names, peers, strict=True)]
 
     @property
     def urls(self) -> list[str]:

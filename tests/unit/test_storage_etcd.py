@@ -38,6 +38,11 @@ def _raw(etcd: EtcdProcess, path: str, body: dict) -> dict:
         return json.loads(resp.read())
 
 
+def _put(etcd: EtcdProcess, key: str, value: str) -> int:
+    """A write straight to etcd; its revision."""
+    return int(_raw(etcd, "/v3/kv/put", {"key": _b64(key), "value": _b64(value)})["header"]["revision"])
+
+
 def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
@@ -102,7 +107,7 @@ async def test_progress_notify_covers_writes_elsewhere(store: EtcdStore, etcd: E
     plain = store.watch("/p/", 0)
     await store.create("/other/a", b"v")
     # A write outside the store's prefix moves etcd's revision too (kube's compact_rev_key does).
-    foreign = int(_raw(etcd, "/v3/kv/put", {"key": _b64("/foreign/x"), "value": _b64("v")})["header"]["revision"])
+    foreign = _put(etcd, "/foreign/x", "v")
     assert await store.current_revision() == foreign
     await store.request_progress()
     item = await next_event(w)
@@ -168,8 +173,8 @@ async def test_restart_with_compaction_while_down_reports_compacted() -> None:
             s._stream_task.cancel()  # simulate a long disconnect
             await asyncio.sleep(0.05)
             for i in range(3):
-                _raw(etcd, "/v3/kv/put", {"key": _b64("/lost/l/a"), "value": _b64(str(i))})
-            top = int(_raw(etcd, "/v3/kv/put", {"key": _b64("/lost/l/b"), "value": _b64("x")})["header"]["revision"])
+                _put(etcd, "/lost/l/a", str(i))
+            top = _put(etcd, "/lost/l/b", "x")
             _raw(etcd, "/v3/kv/compaction", {"revision": top})
             s._stream_task = asyncio.create_task(s._follow())
             with pytest.raises(CompactedError) as e:
