@@ -62,8 +62,9 @@ class Wardle:
         self.data_dir = tmp / "wardle"
         self.log = open(tmp / "wardle.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "examples.wardle", "--kubeconfig", kp.kubeconfig, "--secure-port", str(self.port),
-             "--data-dir", str(self.data_dir)], cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "examples.wardle", "--kubeconfig", kp.kubeconfig,
+             "--secure-port", str(self.port), "--data-dir", str(self.data_dir)],
+            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -134,6 +135,11 @@ class Nginx:
         self.proc = subprocess.Popen(["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)],
                                      stdout=subprocess.DEVNULL, stderr=open(d / "stderr.log", "ab"))
         self.dir = d
+
+    def pids(self) -> list[int]:
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True,
+                                  check=False).stdout.split()
+        return [self.proc.pid, *map(int, children)]
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGQUIT)
@@ -216,7 +222,8 @@ class Conn(asyncio.Protocol):
 
 async def connect(ep: Endpoint) -> Conn:
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(Conn, ep.host, ep.port, ssl=ep.ctx, server_hostname=ep.server_hostname)
+    _, proto = await loop.create_connection(Conn, ep.host, ep.port, ssl=ep.ctx,
+                                            server_hostname=ep.server_hostname)
     return proto
 
 
@@ -352,7 +359,7 @@ async def watch_latency(direct: Endpoint, proxies: list[Endpoint], events: int) 
         assert status == 201, status
         await asyncio.sleep(0.01)
     deadline = time.monotonic() + 10
-    while any(w.events < events for w in watches.values()) and time.monotonic() < deadline:
+    while any(w.events < events for w in watches.values()) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     out: dict[str, list[float]] = {}
     base = watches[direct.name]
@@ -393,9 +400,10 @@ async def many_watches(kplane: Endpoint, direct: Endpoint, n: int, events: int) 
         assert status == 201
         await asyncio.sleep(1.0)
     deadline = time.monotonic() + 30
-    while sum(w.events >= events for w in watches) < len(watches) and time.monotonic() < deadline:
+    while sum(w.events >= events for w in watches) < len(watches) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.1)
-    delays = sorted((w.arrivals[i] - created[i]) * 1000 for w in watches for i in range(min(events, len(w.arrivals))))
+    delays = sorted((w.arrivals[i] - created[i]) * 1000
+                    for w in watches for i in range(min(events, len(w.arrivals))))
     complete = sum(w.events >= events for w in watches)
     open_at_end = sum(not w.closed for w in watches)
     for w in watches:
@@ -409,6 +417,19 @@ async def many_watches(kplane: Endpoint, direct: Endpoint, n: int, events: int) 
 
 
 # ---- setup --------------------------------------------------------------------------------------------
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes, from /proc."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
 
 
 def client_ctx(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
@@ -447,7 +468,8 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 
 def fmt_table(rows: list[list[str]], header: list[str]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -461,8 +483,10 @@ async def run(args: argparse.Namespace, kp: KplaneProcess, wardle: Wardle, nginx
     kplane = Endpoint("kplane", "127.0.0.1", kp.port, client_ctx(pki / "ca.crt", pki / "admin.crt",
                                                                  pki / "admin.key"), "127.0.0.1")
     targets = [direct, kplane]
+    pids = {"direct": [wardle.proc.pid], "kplane": [kp.proc.pid]}
     if nginx is not None:
         targets.append(Endpoint("nginx", "127.0.0.1", nginx.port, client_ctx(pki / "ca.crt"), "127.0.0.1"))
+        pids["nginx"] = nginx.pids()
 
     for ns in ("default", WATCH_NS, "many"):
         await call(kplane, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
@@ -478,21 +502,36 @@ async def run(args: argparse.Namespace, kp: KplaneProcess, wardle: Wardle, nginx
 
     rows: list[list[str]] = []
     summary: dict[tuple[str, str, int], Result] = {}
-    for label, path in (("GET", GET_PATH), (f"LIST ({LIST_SIZE} items, {list_bytes // 1024} KiB)", LIST_PATH)):
+    list_label = f"LIST ({LIST_SIZE} items, {list_bytes // 1024} KiB)"
+    for label, path in (("GET", GET_PATH), (list_label, LIST_PATH)):
         for c in (1, 32):
+            # Rounds interleave the targets so a burst of outside load hits all of them alike;
+            # req/s is the median round, latencies are pooled over the rounds.
+            rounds: dict[str, list[Result]] = {ep.name: [] for ep in targets}
+            cpu: dict[str, float] = {ep.name: 0.0 for ep in targets}
+            for _ in range(args.rounds):
+                for ep in targets:
+                    before = cpu_seconds(pids[ep.name])
+                    rounds[ep.name].append(await load(ep, path, c, args.duration))
+                    cpu[ep.name] += cpu_seconds(pids[ep.name]) - before
             for ep in targets:
-                res = await load(ep, path, c, args.duration)
+                res = Result(latencies=[x for r in rounds[ep.name] for x in r.latencies],
+                             requests=sum(r.requests for r in rounds[ep.name]),
+                             errors=sum(r.errors for r in rounds[ep.name]))
+                res.seconds = res.requests / statistics.median(r.rps for r in rounds[ep.name])
                 summary[(label, ep.name, c)] = res
                 base = summary[(label, "direct", c)]
                 added50 = "" if ep is direct else f"{res.pct(0.5) - base.pct(0.5):+.2f}"
                 added99 = "" if ep is direct else f"{res.pct(0.99) - base.pct(0.99):+.2f}"
                 ratio = "" if ep is direct else f"{res.rps / base.rps:.0%}"
+                per_req = f"{1e6 * cpu[ep.name] / res.requests:.0f}" if res.requests else ""
                 rows.append([label, str(c), ep.name, f"{res.rps:,.0f}", ratio, f"{res.pct(0.5):.2f}",
-                             f"{res.pct(0.99):.2f}", added50, added99, str(res.errors)])
+                             f"{res.pct(0.99):.2f}", added50, added99, per_req, str(res.errors)])
                 print(" | ".join(rows[-1]), flush=True)
     print()
     print(fmt_table(rows, ["request", "c", "via", "req/s", "of direct", "p50 ms", "p99 ms", "added p50 ms",
-                           "added p99 ms", "errors"]))
+                           "added p99 ms", "CPU µs/req*", "errors"]))
+    print("* CPU time per request of the process on the path: wardle (direct), kplane, nginx (all workers)")
     if nginx is not None:
         print()
         verdict = []
@@ -500,7 +539,8 @@ async def run(args: argparse.Namespace, kp: KplaneProcess, wardle: Wardle, nginx
             d1, k1, n1 = (summary[(label, t, 1)] for t in ("direct", "kplane", "nginx"))
             k_add, n_add = k1.pct(0.5) - d1.pct(0.5), n1.pct(0.5) - d1.pct(0.5)
             k32, n32 = summary[(label, "kplane", 32)], summary[(label, "nginx", 32)]
-            verdict.append([label, f"{k_add:.2f} / {n_add:.2f} = {k_add / n_add:.2f}x" if n_add > 0 else "n/a",
+            ratio = f"{k_add:.2f} / {n_add:.2f} = {k_add / n_add:.2f}x" if n_add > 0 else "n/a"
+            verdict.append([label, ratio,
                             "yes" if n_add > 0 and k_add <= 2.5 * n_add else "NO",
                             f"{k32.rps:,.0f} / {n32.rps:,.0f} = {k32.rps / n32.rps:.0%}",
                             "yes" if k32.rps >= 0.5 * n32.rps else "NO"])
@@ -526,7 +566,9 @@ async def run(args: argparse.Namespace, kp: KplaneProcess, wardle: Wardle, nginx
                          "delivery p50 ms", "p99 ms", "max ms"]))
 
     metrics = await call_raw_metrics(kplane)
-    shown = [line for line in metrics.splitlines() if line.startswith("kplane_aggregator_proxy_requests_total")]
+    shown = [line for line in metrics.splitlines()
+             if line.startswith(("kplane_aggregator_proxy_requests_total",
+                                 "kplane_aggregator_proxy_inflight"))]
     print()
     print("kplane /metrics (per APIService):")
     print("\n".join(shown))
@@ -542,7 +584,8 @@ async def call_raw_metrics(ep: Endpoint) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
+    p.add_argument("--duration", type=float, default=2.0, help="seconds per measurement and round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per measurement")
     p.add_argument("--watches", type=int, default=2000, help="concurrent proxied watches (0: skip)")
     p.add_argument("--events", type=int, default=200, help="events for the watch latency measurement")
     p.add_argument("--nginx-workers", type=int, default=1)
@@ -567,8 +610,9 @@ def main() -> int:
                 raise SystemExit("nginx not found: apt-get install -y nginx-light (or pass --no-nginx)")
             nginx = Nginx(tmp, kp, wardle, args.nginx_workers)
             wait_port(nginx.port)
+        via_nginx = f", nginx :{nginx.port} ({args.nginx_workers} worker)" if nginx else ""
         print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; kplane :{kp.port}, "
-              f"wardle :{wardle.port}" + (f", nginx :{nginx.port} ({args.nginx_workers} worker)" if nginx else ""),
+              f"wardle :{wardle.port}{via_nginx}; {args.rounds} rounds x {args.duration:g} s per figure",
               flush=True)
         asyncio.run(run(args, kp, wardle, nginx))
     finally:

@@ -20,6 +20,19 @@ def _feature_gates(value: str) -> dict[str, bool]:
     return gates
 
 
+def _duration(value: str) -> float:
+    """A Go-style duration (5m, 1m30s, 300s, 1h) or plain seconds."""
+    import re
+
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise argparse.ArgumentTypeError(f"invalid duration {value!r} (e.g. 5m, 90s)")
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the API server")
     p.add_argument("--data-dir", default=str(Path.home() / ".kplane"), help="state directory (default ~/.kplane)")
@@ -28,6 +41,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default="sqlite", choices=["sqlite", "etcd"])
     p.add_argument("--etcd-servers", default="", help="comma-separated etcd URLs (with --storage etcd)")
     p.add_argument("--etcd-prefix", default="/registry")
+    p.add_argument("--etcd-cafile", default="", help="CA bundle to verify https etcd servers")
+    p.add_argument("--etcd-certfile", default="", help="client certificate for etcd")
+    p.add_argument("--etcd-keyfile", default="", help="client key for etcd")
+    p.add_argument("--etcd-compaction-interval", type=_duration, default=300.0,
+                   help="how often to compact etcd's history, e.g. 5m, 90s; 0 disables (default 5m)")
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
     p.add_argument("--anonymous-auth", default="true", choices=["true", "false"])
     p.add_argument("--feature-gates", type=_feature_gates, default={})

@@ -27,7 +27,8 @@ PROC = Path("/proc")
 def _process(pid: int) -> dict[str, Any] | None:
     try:
         stat = (PROC / str(pid) / "stat").read_text()
-        cmdline = (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+        cmdline = raw.replace(b"\0", b" ").decode(errors="replace").strip()
         uid = (PROC / str(pid)).stat().st_uid
     except OSError:  # gone, or not ours to read
         return None
@@ -55,7 +56,8 @@ def process(namespace: str, name: str) -> dict[str, Any] | None:
 
 app.computed(kind="Process", plural="processes", short_names=["ps"], categories=["hostinfo"],
              printer_columns=[("PID", ".pid", "integer"), ("PPID", ".ppid", "integer"), ("State", ".state"),
-                              ("RSS", ".rss", "integer"), ("Command", ".command"), ("Args", ".args", "string", 1)],
+                              ("RSS", ".rss", "integer"), ("Command", ".command"), ("Args", ".args",
+                                                                                    "string", 1)],
              get=process)(processes)
 
 REAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "vfat", "exfat", "ntfs", "ntfs3", "f2fs", "overlay",
@@ -94,4 +96,5 @@ def disks(namespace: str) -> list[dict[str, Any]]:
 
 app.computed(kind="Disk", plural="disks", categories=["hostinfo"],
              printer_columns=[("Mount", ".mountPoint"), ("Type", ".fsType"), ("Size", ".size", "integer"),
-                              ("Used%", ".usedPercent", "integer"), ("Device", ".device", "string", 1)])(disks)
+                              ("Used%", ".usedPercent", "integer"), ("Device", ".device", "string",
+                                                                     1)])(disks)

@@ -30,7 +30,8 @@ class OrderStatus:
 
 @resource(app, kind="Order", plural="orders", scope="Namespaced", short_names=["ord"], categories=["shop"],
           status=OrderStatus, storage=True,
-          printer_columns=[("Item", ".spec.item"), ("Qty", ".spec.qty", "integer"), ("Phase", ".status.phase"),
+          printer_columns=[("Item", ".spec.item"), ("Qty", ".spec.qty", "integer"),
+                           ("Phase", ".status.phase"),
                            ("Approved-By", ".status.approvedBy", "string", 1)])
 class Order:
     """An order for one item of the shop."""

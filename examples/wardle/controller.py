@@ -69,7 +69,8 @@ def fischers(name: str, body: kopf.Body, **_: Any) -> dict[str, list[str]]:
 
 
 @kopf.index(GROUP, VERSION, "flunders")
-def flunders_by_fischer(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[str, tuple[str, str]] | None:
+def flunders_by_fischer(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[str, tuple[str,
+                                                                                                 str]] | None:
     ref = references(dict(spec))
     return {ref: (namespace, name)} if ref else None
 

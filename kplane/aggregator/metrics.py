@@ -48,6 +48,7 @@ class AggregatorMetrics:
         self.unavailable_total: dict[tuple[str, str], int] = {}
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[str, _Histogram] = {}
+        self.inflight: dict[str, int] = {}
         self.discovery_stale: dict[str, bool] = {}
 
     # ---- availability (status/metrics) -------------------------------------------------------------
@@ -64,7 +65,12 @@ class AggregatorMetrics:
 
     # ---- proxy ---------------------------------------------------------------------------------------
 
+    def started(self, apiservice: str) -> None:
+        self.inflight[apiservice] = self.inflight.get(apiservice, 0) + 1
+
     def observe(self, apiservice: str, method: str, code: int, seconds: float) -> None:
+        """A proxied request ended (after started())."""
+        self.inflight[apiservice] = self.inflight.get(apiservice, 1) - 1
         key = (apiservice, method, code)
         self.requests[key] = self.requests.get(key, 0) + 1
         h = self.latency.get(apiservice)
@@ -93,6 +99,12 @@ class AggregatorMetrics:
         for (svc, method, code), n in sorted(self.requests.items()):
             labels = _labels([("apiservice", svc), ("method", method), ("code", str(code))])
             out.append(f"kplane_aggregator_proxy_requests_total{labels} {n}")
+        out.append("# HELP kplane_aggregator_proxy_inflight_requests Proxied requests in progress (watches "
+                   "included), by APIService.")
+        out.append("# TYPE kplane_aggregator_proxy_inflight_requests gauge")
+        for svc in sorted(self.inflight):
+            out.append(f"kplane_aggregator_proxy_inflight_requests{_labels([('apiservice', svc)])} "
+                       f"{self.inflight[svc]}")
         out.append("# HELP kplane_aggregator_proxy_request_duration_seconds Time to answer a proxied request "
                    "(for streaming responses: until the stream ended), by APIService.")
         out.append("# TYPE kplane_aggregator_proxy_request_duration_seconds histogram")

@@ -157,6 +157,7 @@ class Proxy:
             return None
         start = time.perf_counter()
         resp: web.StreamResponse | None = None
+        self.metrics.started(target.name)
         try:
             resp = await self._serve(request, target)
             return resp

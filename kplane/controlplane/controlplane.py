@@ -42,6 +42,10 @@ class Options:
     feature_gates: dict[str, bool] = field(default_factory=dict)
     etcd_servers: list[str] = field(default_factory=list)
     etcd_prefix: str = "/registry"
+    etcd_cafile: str = ""
+    etcd_certfile: str = ""
+    etcd_keyfile: str = ""
+    etcd_compaction_interval: float = 300.0  # seconds; 0 disables kplane's compactor
     # Authentication and authorization (see controlplane/auth_setup.py).
     token_auth_file: str = ""
     authorization_mode: list[str] = field(default_factory=lambda: ["RBAC"])
@@ -60,6 +64,9 @@ class ControlPlane:
         self.server = GenericAPIServer(store, authenticator=None, authorizer=None,  # type: ignore[arg-type]
                                        version_info=KUBE_VERSION, anonymous_auth=options.anonymous_auth)
         self.server.server_address = f"{options.bind_address}:{options.secure_port}"
+        etcd_check = getattr(store, "check", None) if options.storage == "etcd" else None
+        if etcd_check is not None:
+            self.server.health.add("etcd", etcd_check)  # /healthz/etcd and /readyz/etcd, as upstream
         for rdef in builtin_resources():
             self.server.install(rdef)
         self.auth = install_auth(self.server, options, pki)
@@ -122,7 +129,11 @@ async def open_store(options: Options) -> Store:
             from kplane.storage.etcd import open_etcd_store  # type: ignore[import-not-found]
         except ImportError:
             raise SystemExit("kplane: --storage etcd is not built yet (see README)") from None
-        return await open_etcd_store(options.etcd_servers, prefix=options.etcd_prefix)
+        store = await open_etcd_store(options.etcd_servers, prefix=options.etcd_prefix,
+                                      cafile=options.etcd_cafile or None, certfile=options.etcd_certfile or None,
+                                      keyfile=options.etcd_keyfile or None)
+        store.start_compactor(options.etcd_compaction_interval)
+        return store
     raise SystemExit(f"kplane: unknown --storage {options.storage!r} (sqlite or etcd)")
 
 

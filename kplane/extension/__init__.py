@@ -17,6 +17,10 @@
 
     if __name__ == "__main__":
         app.run()   # --kubeconfig K --secure-port P [--data-dir D] [--no-register]
+
+Also: `@app.action(Order, "approve")` (a POST subresource), `@app.computed(...)` (read-only
+resources evaluated per request), `@resource(..., version="v2")` with `@app.converter(Order,
+"v1", "v2")` (several versions, one storage). See docs/extension-guide.md.
 """
 
 from kplane.apiserver.auth import UserInfo

@@ -48,7 +48,8 @@ class Invalid(Exception):
 
 
 class Forbidden(Exception):
-    """Reject as 403 Forbidden: `<resource>.<group> "<name>" is forbidden: <message>` (upstream NewForbidden)."""
+    """Reject as 403 Forbidden: `<resource>.<group> "<name>" is forbidden: <message>`
+    (upstream's NewForbidden)."""
 
 
 @dataclass

@@ -354,7 +354,7 @@ class ExtensionServer:
         caches = []
         if self.authorizer is not None:
             caches.append(("kplane_extension_authorization", self.authorizer.cache))
-            lines += ["# HELP kplane_extension_subjectaccessreviews_total SubjectAccessReviews sent to kplane.",
+            lines += ["# HELP kplane_extension_subjectaccessreviews_total SubjectAccessReviews sent.",
                       "# TYPE kplane_extension_subjectaccessreviews_total counter",
                       f"kplane_extension_subjectaccessreviews_total {self.authorizer.reviews}"]
         if self.authenticator is not None and self.authenticator.tokens is not None:
@@ -365,7 +365,8 @@ class ExtensionServer:
                           f"{prefix}_cache_{what}_total {getattr(cache, what)}"]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
-    def _action_registry(self, handle: ResourceHandle, action: str, fn: Callable[..., Any]) -> VirtualRegistry:
+    def _action_registry(self, handle: ResourceHandle, action: str, fn: Callable[...,
+                                                                                 Any]) -> VirtualRegistry:
         rdef = handle.rdef
         call = awaitable(fn)
         # The same kind, schema and OpenAPI name as the resource: OpenAPI publishes one definition per
@@ -405,8 +406,10 @@ class ExtensionServer:
         p.add_argument("--advertise-address", default="",
                        help="address registered in the Endpoints (default: a specific --bind-address, else "
                             "this host's address on the default route, else 127.0.0.1)")
-        p.add_argument("--data-dir", default="", help=f"state directory (default ~/.kplane/extensions/{self.group})")
-        p.add_argument("--no-register", action="store_true", help="do not create the Service/Endpoints/APIService")
+        p.add_argument("--data-dir", default="",
+                       help=f"state directory (default ~/.kplane/extensions/{self.group})")
+        p.add_argument("--no-register", action="store_true",
+                       help="do not create the Service/Endpoints/APIService")
         p.add_argument("--tls-cert-file", default="")
         p.add_argument("--tls-private-key-file", default="")
         p.add_argument("--tls-ca-file", default="", help="CA for the caBundle when --tls-cert-file is given")
@@ -428,8 +431,10 @@ class ExtensionServer:
             Path.home() / ".kplane" / "extensions" / self.group)
         allowed = None if args.requestheader_allowed_names is None else [
             n.strip() for n in args.requestheader_allowed_names.split(",") if n.strip()]
-        return Options(kubeconfig=args.kubeconfig, secure_port=args.secure_port, bind_address=args.bind_address,
-                       data_dir=data_dir, register=not args.no_register, advertise_address=args.advertise_address,
+        return Options(kubeconfig=args.kubeconfig, secure_port=args.secure_port,
+                       bind_address=args.bind_address,
+                       data_dir=data_dir, register=not args.no_register,
+                       advertise_address=args.advertise_address,
                        tls_cert_file=args.tls_cert_file, tls_private_key_file=args.tls_private_key_file,
                        tls_ca_file=args.tls_ca_file, client_ca_file=args.client_ca_file,
                        requestheader_client_ca_file=args.requestheader_client_ca_file,
@@ -442,8 +447,8 @@ class ExtensionServer:
     def run(self, argv: list[str] | None = None) -> None:
         """Parse the command line, serve until SIGTERM/SIGINT. The APIService stays registered."""
         args = self.parser().parse_args(argv)
-        logging.basicConfig(level=logging.DEBUG if args.v >= 4 else logging.INFO if args.v >= 1 else logging.WARNING,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        level = logging.DEBUG if args.v >= 4 else logging.INFO if args.v >= 1 else logging.WARNING
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         options = self.options_from_args(args)
 
         async def main() -> None:
@@ -489,7 +494,8 @@ class ExtensionServer:
         advertise = options.advertise_address or advertise_address(options.bind_address)
         server.server_address = f"{advertise}:{options.secure_port}"
         if options.tls_cert_file:
-            self.certs = certs_from_files(options.tls_cert_file, options.tls_private_key_file, options.tls_ca_file)
+            self.certs = certs_from_files(options.tls_cert_file, options.tls_private_key_file,
+                                          options.tls_ca_file)
         else:
             self.certs = ensure_serving_certs(data_dir / "pki", service_hosts(
                 self.service_name, self.namespace, [advertise, options.bind_address]))
@@ -499,12 +505,14 @@ class ExtensionServer:
         self._ssl.set_alpn_protocols(["http/1.1"])
         await self.refresh_authentication()
         await server.start(options.bind_address, options.secure_port, self._ssl)
-        log.info("msg=\"serving\" group=%s address=%s:%d", self.group, options.bind_address, options.secure_port)
+        log.info("msg=\"serving\" group=%s address=%s:%d", self.group, options.bind_address,
+                 options.secure_port)
         self._tasks.append(asyncio.ensure_future(self._refresh_loop()))
         if options.register:
             reg = Registration(group=self.group, versions=self.versions, port=options.secure_port,
                                namespace=self.namespace, service_name=self.service_name, address=advertise,
-                               ca_bundle=self.certs.ca_bundle, group_priority_minimum=self.group_priority_minimum,
+                               ca_bundle=self.certs.ca_bundle,
+                               group_priority_minimum=self.group_priority_minimum,
                                version_priority=self.version_priority)
             try:
                 await register(self.client, reg)
@@ -540,16 +548,16 @@ class ExtensionServer:
                 cm = await self.client.request("GET", AUTH_CONFIGMAP)
                 data = (cm or {}).get("data") or {}
             except (ApiError, OSError, TimeoutError) as e:
-                log.warning("msg=\"unable to get configmap/extension-apiserver-authentication in kube-system\" "
-                            "err=%s", e)
+                log.warning("msg=\"unable to get configmap/extension-apiserver-authentication in "
+                            "kube-system\" err=%s", e)
         if o.requestheader_client_ca_file:
-            data = dict(data, **{"requestheader-client-ca-file": Path(o.requestheader_client_ca_file).read_text()})
+            data = dict(data, **{"requestheader-client-ca-file": _read(o.requestheader_client_ca_file)})
             if o.requestheader_allowed_names is None:
                 data.pop("requestheader-allowed-names", None)
         if o.requestheader_allowed_names is not None:
             data["requestheader-allowed-names"] = ",".join(o.requestheader_allowed_names)
         if o.client_ca_file:
-            data["client-ca-file"] = Path(o.client_ca_file).read_text()
+            data["client-ca-file"] = _read(o.client_ca_file)
         rh_config: RequestHeaderConfig | None = config_from_configmap(data)
         client_ca = data.get("client-ca-file", "")
         assert self.authenticator is not None
@@ -561,6 +569,12 @@ class ExtensionServer:
                 self._loaded_cas.add(pem)
         if self._ssl is not None:
             self._ssl.verify_mode = ssl.CERT_OPTIONAL if self._loaded_cas else ssl.CERT_NONE
+
+
+def _read(path: str) -> str:
+    """A small local file (a CA bundle), read synchronously: it is a few kilobytes."""
+    with open(path) as f:
+        return f.read()
 
 
 def advertise_address(bind_address: str) -> str:

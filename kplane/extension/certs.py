@@ -26,7 +26,8 @@ class ServingCerts:
 
 
 def service_hosts(service: str, namespace: str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
-    hosts = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local", f"{service}.{namespace}",
+    hosts = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local",
+             f"{service}.{namespace}",
              service, "localhost", "127.0.0.1", "::1", *extra]
     return list(dict.fromkeys(h for h in hosts if h and h not in ("0.0.0.0", "::")))
 
@@ -50,7 +51,8 @@ def _sans(cert_path: Path) -> set[str]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return set()
-    return {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} | set(san.get_values_for_type(x509.DNSName))
+    ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    return ips | set(san.get_values_for_type(x509.DNSName))
 
 
 def ensure_serving_certs(pki_dir: Path, hosts: list[str], ca_cn: str = "kplane-extension-ca") -> ServingCerts:

@@ -216,7 +216,8 @@ class DelegatingAuthorizer:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": sar_spec(attrs)}
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": sar_spec(attrs)}
         self.reviews += 1
         try:
             result = await self.client.request("POST", SUBJECTACCESSREVIEWS, body)

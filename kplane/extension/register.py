@@ -77,7 +77,8 @@ def service_object(reg: Registration) -> Obj:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": reg.service_name, "namespace": reg.namespace},
             "spec": {"type": "ClusterIP",
-                     "ports": [{"name": "https", "protocol": "TCP", "port": reg.port, "targetPort": reg.port}]}}
+                     "ports": [{"name": "https", "protocol": "TCP", "port": reg.port,
+                                "targetPort": reg.port}]}}
 
 
 def endpoints_object(reg: Registration) -> Obj:
@@ -175,7 +176,8 @@ async def register(client: Client, reg: Registration) -> list[Obj]:
     out = []
     for version in reg.versions:
         obj = apiservice_object(reg, version)
-        current = await client.get_or_none("apiregistration.k8s.io/v1", "apiservices", obj["metadata"]["name"])
+        current = await client.get_or_none("apiregistration.k8s.io/v1", "apiservices",
+                                           obj["metadata"]["name"])
         if current is not None and reg.insecure_skip_tls_verify:
             current.get("spec", {}).pop("caBundle", None)
         if current is not None and not reg.insecure_skip_tls_verify:
@@ -211,12 +213,17 @@ async def register_url(kubeconfig: str, group: str, version: str, url: str, *, c
         raise ValueError("exactly one of --ca-file and --insecure-skip-tls-verify is required")
     reg = Registration(group=group, versions=[version], port=parts.port or 443, namespace=namespace,
                        service_name=service_name, address=_address_of(parts.hostname),
-                       ca_bundle=Path(ca_file).read_bytes() if ca_file else None,
+                       ca_bundle=_read_bytes(ca_file) if ca_file else None,
                        insecure_skip_tls_verify=insecure_skip_tls_verify,
                        group_priority_minimum=group_priority_minimum, version_priority=version_priority,
                        grant_rbac=grant_rbac)
     async with Client.from_kubeconfig(kubeconfig) as client:
         return await register(client, reg)
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def add_register_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -229,7 +236,8 @@ def add_register_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     tls = p.add_mutually_exclusive_group(required=True)
     tls.add_argument("--ca-file", default="", help="CA bundle that signed the server's serving certificate")
     tls.add_argument("--insecure-skip-tls-verify", action="store_true")
-    p.add_argument("--namespace", default="", help="namespace of the Service (default: first label of the group)")
+    p.add_argument("--namespace", default="",
+                   help="namespace of the Service (default: first label of the group)")
     p.add_argument("--service-name", default="api")
     p.add_argument("--group-priority-minimum", type=int, default=1000)
     p.add_argument("--version-priority", type=int, default=15)

@@ -50,7 +50,8 @@ def to_column(spec: ColumnSpec) -> Column:
     if isinstance(spec, Column):
         return spec
     if isinstance(spec, dict):
-        return path_column(spec["name"], spec.get("jsonPath") or spec["json_path"], spec.get("type", "string"),
+        return path_column(spec["name"], spec.get("jsonPath") or spec["json_path"],
+                           spec.get("type", "string"),
                            int(spec.get("priority", 0)), spec.get("description", ""), spec.get("format", ""))
     name, path, *rest = spec
     return path_column(name, path, *rest)
@@ -88,7 +89,8 @@ def object_schema(kind: str, body: Schema | None, *, root_fields: bool, status: 
         props.update(body.get("properties") or {})
         required = list(body.get("required") or [])
         if body.get("x-kubernetes-preserve-unknown-fields"):
-            props_schema: Schema = {"type": "object", "properties": props, "x-kubernetes-preserve-unknown-fields":
+            props_schema: Schema = {"type": "object", "properties": props,
+                                    "x-kubernetes-preserve-unknown-fields":
                                     True}
             return props_schema
     elif body is not None:

@@ -190,7 +190,8 @@ def as_schema(source: Any) -> Schema:
 def with_object_default(schema: Schema) -> Schema:
     """An object whose properties have defaults defaults to {} so they apply when it is omitted."""
     props = schema.get("properties") or {}
-    if schema.get("type") == "object" and "default" not in schema and any("default" in p for p in props.values()):
+    if (schema.get("type") == "object" and "default" not in schema
+            and any("default" in p for p in props.values())):
         return dict(schema, default={})
     return schema
 
@@ -293,7 +294,8 @@ def validate(obj: Any, schema: Schema | None, path: str) -> list[Cause]:
             causes.append(field_invalid(path, obj, f"{path} in body should match '{schema['pattern']}'"))
     if isinstance(obj, list):
         if "minItems" in schema and len(obj) < schema["minItems"]:
-            causes.append(field_invalid(path, obj, f"{path} in body should have at least {schema['minItems']} "
+            causes.append(field_invalid(path, obj,
+                                        f"{path} in body should have at least {schema['minItems']} "
                                                    f"items"))
         if "maxItems" in schema and len(obj) > schema["maxItems"]:
             causes.append(Cause("FieldValueTooMany", f"Too many: {len(obj)}: must have at most "

@@ -279,10 +279,12 @@ class ExtensionProcess:
     (what an SDK app's `app.run()` takes), started beside a kplane and waited for until its
     APIServices are Available through kplane."""
 
-    def __init__(self, kp: Any, module: str, *, args: list[str] | None = None, port: int | None = None,
+    def __init__(self, kp: Any, module: str, *, args: list[str] | None = None,
+                 apiservices: list[str] | None = None, port: int | None = None,
                  data_dir: str | Path | None = None, cwd: str | Path | None = None,
                  env: dict[str, str] | None = None):
         self.kp = kp
+        self.apiservices = apiservices or []
         self.module = module
         self.args = args or []
         self.port = port or free_port()
@@ -294,14 +296,16 @@ class ExtensionProcess:
         self.log_path = self.data_dir / "server.log"
 
     def start(self, apiservices: list[str] | None = None, timeout: float = 30.0) -> ExtensionProcess:
-        """Start; wait for `apiservices` (names like v1.shop.example.com) to be Available."""
+        """Start; wait for `apiservices` (names like v1.shop.example.com; default: the ones given
+        to the constructor) to be Available through kplane."""
+        apiservices = self.apiservices if apiservices is None else apiservices
         cmd = [sys.executable, "-m", self.module, "--kubeconfig", self.kp.kubeconfig, "--secure-port",
                str(self.port), "--data-dir", str(self.data_dir), *self.args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                          env=_importable(dict(os.environ, **(self.env or {}))))
         deadline = time.monotonic() + timeout
-        for name in apiservices or []:
+        for name in apiservices:
             while not self._available(name):
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"{self.module} exited with {self.proc.returncode}:\n{self.log()}")

@@ -50,7 +50,8 @@ def _free_port() -> int:
 class EtcdProcess:
     def __init__(self, name: str = "default", data_dir: str | Path | None = None,
                  client_port: int | None = None, peer_port: int | None = None,
-                 initial_cluster: str | None = None, cluster_state: str = "new", extra_args: list[str] | None = None):
+                 initial_cluster: str | None = None, cluster_state: str = "new",
+                 extra_args: list[str] | None = None):
         self.name = name
         self._own_dir = data_dir is None
         self.base_dir = Path(data_dir or tempfile.mkdtemp(prefix="kplane-etcd-"))
@@ -132,11 +133,14 @@ class EtcdProcess:
 class EtcdCluster:
     """`size` members on loopback, each in its own temp dir."""
 
-    def __init__(self, size: int = 3):
+    def __init__(self, size: int = 3, extra_args: list[str] | None = None):
         names = [f"m{i}" for i in range(size)]
         peers = [_free_port() for _ in names]
         initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peers, strict=True))
-        self.members = [EtcdProcess(n, peer_port=p, initial_cluster=initial)
+        # Fast failure detection on loopback (defaults: 100 ms heartbeat, 1 s election timeout).
+        fast = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+        args = extra_args if extra_args is not None else fast
+        self.members = [EtcdProcess(n, peer_port=p, initial_cluster=initial, extra_args=args)
                         for n, p in zip(names, peers, strict=True)]
 
     @property

@@ -49,7 +49,8 @@ def controller(kp: KplaneProcess, wardle: ExtensionProcess, tmp_path_factory: py
                ) -> Iterator[Callable[[], str]]:
     log_path = tmp_path_factory.mktemp("kopf") / "controller.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "examples.wardle.controller", "--kubeconfig", kp.kubeconfig,
+        proc = subprocess.Popen([sys.executable, "-m", "examples.wardle.controller", "--kubeconfig",
+                                 kp.kubeconfig,
                                  "--verbose"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     def read_log() -> str:

@@ -45,7 +45,8 @@ def shop(kp: KplaneProcess) -> Iterator[ExtensionProcess]:
 
 def order(name: str, item: str, qty: int = 1) -> str:
     return json.dumps({"apiVersion": "shop.example.com/v1", "kind": "Order",
-                       "metadata": {"name": name, "namespace": "default"}, "spec": {"item": item, "qty": qty}})
+                       "metadata": {"name": name, "namespace": "default"}, "spec": {"item": item,
+                                                                                    "qty": qty}})
 
 
 def rows(out: str) -> list[list[str]]:
@@ -129,8 +130,8 @@ def test_status_subresource(shop: ExtensionProcess, kubectl: Kubectl) -> None:
 def test_admission_rejections(shop: ExtensionProcess, kubectl: Kubectl) -> None:
     r = kubectl.run("create", "-f", "-", input=order("o-durian", "durian"), check=False)
     assert r.returncode == 1
-    assert ('Error from server (Forbidden): error when creating "STDIN": orders.shop.example.com "o-durian" is '
-            'forbidden: durians are not sold here') in r.stderr
+    assert ('Error from server (Forbidden): error when creating "STDIN": orders.shop.example.com "o-durian" '
+            'is forbidden: durians are not sold here') in r.stderr
     r = kubectl.run("create", "-f", "-", input=order("o-many", "apple", 60), check=False)
     assert r.returncode == 1
     # kubectl words 422s itself ("The <details.kind> <name> is invalid: <causes>").

@@ -112,7 +112,8 @@ def make_app() -> tuple[ExtensionServer, list]:
     class OrderStatus:
         phase: str = "Pending"
 
-    @resource(app, kind="Order", plural="orders", short_names=["ord"], categories=["shop"], status=OrderStatus,
+    @resource(app, kind="Order", plural="orders", short_names=["ord"], categories=["shop"],
+              status=OrderStatus,
               printer_columns=[("Item", ".spec.item"), ("Qty", ".spec.qty", "integer"),
                                ("Phase", ".status.phase")])
     class Order:
@@ -243,7 +244,8 @@ async def test_admission_forbidden_uses_another_resource(shop) -> None:
     st = await _json(r)
     assert st["message"] == 'orders.shop.example.com "d" is forbidden: durian is banned'
     assert st["details"] == {"name": "d", "group": G, "kind": "orders"}
-    r = await c.post(f"{BASE}/namespaces/default/orders", json={"metadata": {"name": "k"}, "spec": {"item": "keep"}})
+    r = await c.post(f"{BASE}/namespaces/default/orders", json={"metadata": {"name": "k"},
+                                                                "spec": {"item": "keep"}})
     assert r.status == 201
     r = await c.delete(f"{BASE}/namespaces/default/orders/k")
     assert r.status == 403
@@ -261,7 +263,8 @@ async def test_computed_resource_and_actions(shop) -> None:
     assert (await c.get(f"{BASE}/clocks/nope")).status == 404
     assert (await c.post(f"{BASE}/clocks", json={"metadata": {"name": "x"}})).status == 405
 
-    await c.post(f"{BASE}/namespaces/default/orders", json={"metadata": {"name": "o"}, "spec": {"item": "pear"}})
+    await c.post(f"{BASE}/namespaces/default/orders", json={"metadata": {"name": "o"},
+                                                            "spec": {"item": "pear"}})
     r = await c.post(f"{BASE}/namespaces/default/orders/o/approve", json={"qty": 5})
     assert r.status == 201, await r.text()
     approved = await _json(r)
@@ -285,7 +288,8 @@ async def test_computed_resource_and_actions(shop) -> None:
 async def test_watch_sees_writes(shop) -> None:
     c, _, _ = shop
     r = await c.get(f"{BASE}/namespaces/default/orders?watch=1&timeoutSeconds=5")
-    await c.post(f"{BASE}/namespaces/default/orders", json={"metadata": {"name": "w"}, "spec": {"item": "fig"}})
+    await c.post(f"{BASE}/namespaces/default/orders", json={"metadata": {"name": "w"},
+                                                            "spec": {"item": "fig"}})
     line = await asyncio.wait_for(r.content.readline(), 5)
     ev = orjson.loads(line)
     assert ev["type"] == "ADDED" and ev["object"]["metadata"]["name"] == "w"
@@ -438,7 +442,8 @@ def test_registration_objects() -> None:
                            "groupPriorityMinimum": 1000, "versionPriority": 15, "caBundle": "UEVN"}
     assert "selector" not in service_object(reg)["spec"]
     assert endpoints_object(reg)["subsets"] == [{"addresses": [{"ip": "127.0.0.1"}],
-                                                 "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}]}]
+                                                 "ports": [{"name": "https", "port": 8443,
+                                                            "protocol": "TCP"}]}]
 
 
 async def test_register_is_idempotent_against_a_fake_api() -> None:
@@ -472,8 +477,10 @@ async def test_register_is_idempotent_against_a_fake_api() -> None:
         await register(client, reg)
         crb = objects["/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/wardle:system:auth-delegator"]
         assert crb["roleRef"]["name"] == "system:auth-delegator"
-        assert crb["subjects"] == [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "ext-user"}]
-        rb = objects["/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/rolebindings/wardle-auth-reader"]
+        assert crb["subjects"] == [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io",
+                                    "name": "ext-user"}]
+        rb = objects["/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/rolebindings/"
+                     "wardle-auth-reader"]
         assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                  "name": "extension-apiserver-authentication-reader"}
         writes = [c for c in calls if c[0] in ("POST", "PUT") and "selfsubject" not in c[1]]

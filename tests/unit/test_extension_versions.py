@@ -97,7 +97,8 @@ async def test_admission_sees_the_storage_version(shop: tuple[TestClient, Extens
     c, _ = shop
     r = await c.post(V1BETA1, json={"metadata": {"name": "d"}, "spec": {"product": "durian"}})
     assert r.status == 403
-    assert (await _json(r))["message"] == 'orders.shop.example.com "d" is forbidden: durians are not sold here'
+    message = (await _json(r))["message"]
+    assert message == 'orders.shop.example.com "d" is forbidden: durians are not sold here'
     r = await c.post(V1BETA1, json={"metadata": {"name": "big"}, "spec": {"product": "apple", "count": 51}})
     assert r.status == 422
     assert (await _json(r))["details"]["causes"][0]["field"] == "spec.qty"

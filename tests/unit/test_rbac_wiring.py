@@ -134,4 +134,4 @@ def test_impersonation() -> None:
                                '"groups" in API group "" at the cluster scope')
     with pytest.raises(StatusError) as e:
         run(imp(_Req({"Impersonate-Group": "g"}), me))
-    assert e.value.code == 500
+    assert e.value.code == 400  # upstream says 500; a client mistake is a 400 here

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from kplane.storage.etcd import EtcdStore, open_etcd_store
-from kplane.storage.interface import CompactedError, Event, Store, UnavailableError
+from kplane.storage.interface import CompactedError, Event, KeyExistsError, Store, UnavailableError
 from kplane.storage.sqlite import Progress
 from kplane.testing.etcd import EtcdCluster, EtcdProcess, require_etcd
 from tests.unit.storage_conformance import Reopen, StoreConformance, assert_no_event, collect, next_event
@@ -198,10 +198,23 @@ async def test_three_member_cluster_survives_one_member_down() -> None:
             kv = await s.create("/x/a", b"1")
             assert (await next_event(w)).kv == kv
             cluster.members[0].kill()
-            kv2 = await s.update("/x/a", b"2", expected_revision=kv.mod_revision)
-            assert (await s.get("/x/a")) == kv2
+            # Writes may fail with UnavailableError (503) until the survivors elect a leader.
+            deadline = asyncio.get_running_loop().time() + 15
+            while True:
+                try:
+                    kv2 = await s.create("/x/b", b"2")
+                    break
+                except UnavailableError:
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.2)
+                except KeyExistsError:  # an attempt that timed out had been applied
+                    kv2 = await s.get("/x/b")
+                    break
+            assert (await s.get("/x/b")) == kv2
             e = await next_event(w, 15)  # the store's watch reconnected to another member
             assert isinstance(e, Event) and e.kv == kv2
+            kv3 = await s.update("/x/a", b"3", expected_revision=kv.mod_revision)
+            assert (await next_event(w, 5)).kv == kv3
             await s.check()
         finally:
             await s.close()
