@@ -135,41 +135,62 @@ async def _store_load(op: Any, concurrency: int, duration: float, warmup: float)
     return StoreResult(len(lat), duration, lat)
 
 
-async def store_baseline(duration: float, warmup: float) -> dict[tuple[str, int], StoreResult]:
-    from kplane.storage.sqlite import open_sqlite_store
+class StoreBench:
+    """SQLiteStore in this process on its own uvloop loop, pre-filled like the API server's data."""
 
-    out: dict[tuple[str, int], StoreResult] = {}
-    with tempfile.TemporaryDirectory(prefix="kplane-bench-store-") as d:
-        store = await open_sqlite_store(os.path.join(d, "kplane.db"))
-        try:
-            def value(name: str, ns: str, extra: str = "") -> bytes:
-                return orjson.dumps(configmap(name, ns, extra))
+    def __init__(self, path: str):
+        import uvloop
 
-            await store.create("/registry/configmaps/bench/get", value("get", "bench"))
-            for i in range(LIST_SIZE):
-                await store.create(f"/registry/configmaps/bench-list/cm-{i:04d}", value(f"cm-{i:04d}", "bench-list"))
-            for s in range(32):
-                await store.create(f"/registry/configmaps/bench/upd-{s}", value(f"upd-{s}", "bench"))
+        from kplane.storage.sqlite import open_sqlite_store
 
-            async def get(slot: int, n: int) -> None:
-                await store.get("/registry/configmaps/bench/get")
+        self.runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+        self.store = self.runner.run(open_sqlite_store(path))
+        self.runner.run(self._fill())
 
-            async def list_(slot: int, n: int) -> None:
-                await store.list("/registry/configmaps/bench-list/")
+    @staticmethod
+    def value(name: str, ns: str, extra: str = "") -> bytes:
+        return orjson.dumps(configmap(name, ns, extra))
 
-            async def create(slot: int, n: int) -> None:
-                await store.create(f"/registry/configmaps/bench-create/c-{n}", value(f"c-{n}", "bench-create"))
+    async def _fill(self) -> None:
+        st, value = self.store, self.value
+        await st.create("/registry/configmaps/bench/get", value("get", "bench"))
+        for i in range(LIST_SIZE):
+            await st.create(f"/registry/configmaps/bench-list/cm-{i:04d}", value(f"cm-{i:04d}", "bench-list"))
+        for s in range(32):
+            await st.create(f"/registry/configmaps/bench/upd-{s}", value(f"upd-{s}", "bench"))
 
-            async def update(slot: int, n: int) -> None:
-                await store.update(f"/registry/configmaps/bench/upd-{slot}", value(f"upd-{slot}", "bench", str(n)),
-                                   expected_revision=0)
+    async def _op(self, name: str, slot: int, n: int) -> None:
+        st, value = self.store, self.value
+        if name == "get":
+            await st.get("/registry/configmaps/bench/get")
+        elif name == "list":
+            await st.list("/registry/configmaps/bench-list/")
+        elif name == "create":
+            await st.create(f"/registry/configmaps/bench-create/c-{n}", value(f"c-{n}", "bench-create"))
+        else:
+            await st.update(f"/registry/configmaps/bench/upd-{slot}", value(f"upd-{slot}", "bench", str(n)),
+                            expected_revision=0)
 
-            for name, op in (("get", get), ("list", list_), ("create", create), ("update", update)):
-                for conc in (1, 32):
-                    out[(name, conc)] = await _store_load(op, conc, duration, warmup)
-        finally:
-            await store.close()
-    return out
+    def run(self, name: str, concurrency: int, duration: float, warmup: float) -> StoreResult:
+        async def op(slot: int, n: int) -> None:
+            await self._op(name, slot, n)
+
+        return self.runner.run(_store_load(op, concurrency, duration, warmup))
+
+    def close(self) -> None:
+        self.runner.run(self.store.close())
+        self.runner.close()
+
+
+def merge_load(results: list[LoadResult]) -> LoadResult:
+    return LoadResult(sum(r.requests for r in results), sum(r.errors for r in results),
+                      sum(r.seconds for r in results), [x for r in results for x in r.latencies],
+                      sum(r.client_cpu for r in results))
+
+
+def merge_store(results: list[StoreResult]) -> StoreResult:
+    return StoreResult(sum(r.requests for r in results), sum(r.seconds for r in results),
+                       [x for r in results for x in r.latencies])
 
 
 # ---- watch fan-out -------------------------------------------------------------
@@ -183,7 +204,8 @@ async def _watchers_main(url: str, tls: TLSFiles, count: int, expect: int, deadl
     connector = aiohttp.TCPConnector(ssl=tls.client_context(), limit=0)
     opened = [0]
     all_open = asyncio.Event()
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+    no_timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(connector=connector, timeout=no_timeout) as session:
         async def watch() -> None:
             got = 0
             async with session.get(url) as resp:
@@ -229,7 +251,8 @@ class WatchResult:
     open_seconds: float
 
 
-def run_watch(base: str, tls: TLSFiles, client: SyncClient, processes: int, spacing: float) -> WatchResult:
+def run_watch(base: str, tls: TLSFiles, client: SyncClient, processes: int, spacing: float,
+              pyspy: str = "", server_pid: int = 0) -> WatchResult:
     import multiprocessing as mp
 
     rv = client.request("GET", "/api/v1/namespaces/bench-watch/configmaps")[1]["metadata"]["resourceVersion"]
@@ -242,7 +265,8 @@ def run_watch(base: str, tls: TLSFiles, client: SyncClient, processes: int, spac
     t_open = time.perf_counter()
     for n in per:
         parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_watchers_entry, args=(url, tls, n, WATCH_WRITES, deadline, child), daemon=True)
+        p = ctx.Process(target=_watchers_entry, args=(url, tls, n, WATCH_WRITES, deadline, child),
+                        daemon=True)
         p.start()
         child.close()
         procs.append(p)
@@ -251,11 +275,14 @@ def run_watch(base: str, tls: TLSFiles, client: SyncClient, processes: int, spac
     open_seconds = time.perf_counter() - t_open
     time.sleep(1.0)  # let the last watch handlers reach the cache
     sent: dict[str, float] = {}
+    spy = _pyspy(pyspy, server_pid, "watch", WATCH_WRITES * spacing)
     for k in range(WATCH_WRITES):
         name = f"w-{k}"
         sent[name] = time.monotonic()
         client.request("POST", "/api/v1/namespaces/bench-watch/configmaps", configmap(name, "bench-watch"))
         time.sleep(spacing)
+    if spy is not None:
+        spy.wait(30)
     delays: list[float] = []
     for pipe in pipes:
         _, received = pipe.recv()
@@ -294,7 +321,8 @@ def _start_bare(data_dir: str, get_file: str, list_file: str) -> tuple[subproces
     from kplane.testing import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--bare-server", data_dir, str(port), get_file, list_file],
+    proc = subprocess.Popen([sys.executable, __file__, "--bare-server", data_dir, str(port), get_file,
+                             list_file],
                             stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -316,14 +344,74 @@ def _fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
 
+@dataclass
+class Row:
+    op: str
+    conc: int
+    api: LoadResult
+    server_cpu: float  # share of one core while the API was under load
+    bare: LoadResult | None
+    store: StoreResult | None
+
+
+def _setup(client: SyncClient) -> tuple[bytes, bytes]:
+    for ns in ("bench", "bench-list", "bench-create", "bench-watch"):
+        client.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
+    client.request("POST", "/api/v1/namespaces/bench/configmaps", configmap("get", "bench"))
+    for s in range(32):
+        client.request("POST", "/api/v1/namespaces/bench/configmaps", configmap(f"upd-{s}", "bench"))
+    for i in range(LIST_SIZE):
+        client.request("POST", "/api/v1/namespaces/bench-list/configmaps",
+                       configmap(f"cm-{i:04d}", "bench-list"))
+    get_status, _, get_raw = client.request("GET", "/api/v1/namespaces/bench/configmaps/get")
+    list_status, listed, list_raw = client.request("GET", "/api/v1/namespaces/bench-list/configmaps")
+    assert get_status == 200 and list_status == 200 and len(listed["items"]) == LIST_SIZE, list_status
+    return get_raw, list_raw
+
+
+API_SPECS = {
+    "get": RequestSpec("GET", "/api/v1/namespaces/bench/configmaps/get"),
+    "list": RequestSpec("GET", "/api/v1/namespaces/bench-list/configmaps"),
+    "create": RequestSpec("POST", "/api/v1/namespaces/bench-create/configmaps",
+                          body_template("c-{n}", "bench-create")),
+    "update": RequestSpec("PUT", "/api/v1/namespaces/bench/configmaps/upd-{slot}",
+                          body_template("upd-{slot}", "bench", "{n}")),
+}
+BARE_SPECS = {
+    "get": RequestSpec("GET", "/get"),
+    "list": RequestSpec("GET", "/list"),
+    "create": RequestSpec("POST", "/write", body_template("c-{n}", "bench-create")),
+    "update": RequestSpec("PUT", "/write", body_template("upd-{slot}", "bench", "{n}")),
+}
+
+
+def _print_table(rows: list[Row]) -> None:
+    print("| operation | conc | API req/s | API p50 ms | API p99 ms | bare req/s | bare p50 ms | API/bare "
+          "| store op/s | store p50 ms | store p99 ms | API/store | gen CPU | server CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        api, bare, st = r.api, r.bare, r.store
+        bare_cols = (f"{bare.rps:.0f} | {_fmt_ms(bare.pct(50))} | {api.rps / bare.rps:.0%}"
+                     if bare else "- | - | -")
+        store_cols = (f"{st.rps:.0f} | {_fmt_ms(st.pct(50))} | {_fmt_ms(st.pct(99))} | {api.rps / st.rps:.0%}"
+                      if st else "- | - | - | -")
+        label = {"get": "GET one object", "list": f"LIST {LIST_SIZE}", "create": "create",
+                 "update": "update"}[r.op]
+        print(f"| {label} | {r.conc} | {api.rps:.0f} | {_fmt_ms(api.pct(50))} | {_fmt_ms(api.pct(99))} | "
+              f"{bare_cols} | {store_cols} | {api.client_cpu_share:.0%} | {r.server_cpu:.0%} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=4.0, help="seconds measured per scenario")
-    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds measured per scenario and round")
+    ap.add_argument("--warmup", type=float, default=0.5)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="API, bare and store windows alternate this many times per scenario (evens out "
+                    "load from other processes on the machine)")
     ap.add_argument("--procs32", type=int, default=2, help="generator processes at concurrency 32")
     ap.add_argument("--watch-procs", type=int, default=4, help="processes holding the 1,000 watches")
     ap.add_argument("--watch-spacing", type=float, default=0.5, help="seconds between watched writes")
-    ap.add_argument("--only", default="", help="comma list of get,list,create,update,watch,store")
+    ap.add_argument("--only", default="", help="comma list of get,list,create,update,watch")
     ap.add_argument("--pyspy", default="", help="directory: profile the server with py-spy per scenario "
                     "(collapsed stacks; slows the server, so figures from such a run are not comparable)")
     ap.add_argument("--bare-server", nargs=4, help=argparse.SUPPRESS)
@@ -332,119 +420,90 @@ def main() -> int:
         d, port, gf, lf = args.bare_server
         bare_server_main(d, int(port), gf, lf)
         return 0
-    only = set(filter(None, args.only.split(","))) or {"get", "list", "create", "update", "watch", "store"}
+    only = set(filter(None, args.only.split(","))) or {"get", "list", "create", "update", "watch"}
 
     from kplane.testing import KplaneProcess
 
-    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; server, baselines and "
-          f"generators share these cores", flush=True)
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, load average {load[0]:.1f} at "
+          f"start; server, baselines and generators share these cores", flush=True)
+    rows: list[Row] = []
+    watch = None
     with KplaneProcess() as kp, tempfile.TemporaryDirectory(prefix="kplane-bench-") as tmp:
         assert kp.proc is not None
         pki = kp.data_dir / "pki"
         tls = TLSFiles(str(pki / "ca.crt"), str(pki / "admin.crt"), str(pki / "admin.key"))
         client = SyncClient(kp.url, tls)
-        for ns in ("bench", "bench-list", "bench-create", "bench-watch"):
-            client.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
-        client.request("POST", "/api/v1/namespaces/bench/configmaps", configmap("get", "bench"))
-        for s in range(32):
-            client.request("POST", "/api/v1/namespaces/bench/configmaps", configmap(f"upd-{s}", "bench"))
-        for i in range(LIST_SIZE):
-            client.request("POST", "/api/v1/namespaces/bench-list/configmaps", configmap(f"cm-{i:04d}", "bench-list"))
-        get_status, _, get_raw = client.request("GET", "/api/v1/namespaces/bench/configmaps/get")
-        list_status, listed, list_raw = client.request("GET", "/api/v1/namespaces/bench-list/configmaps")
-        assert get_status == 200 and list_status == 200 and len(listed["items"]) == LIST_SIZE, list_status
+        get_raw, list_raw = _setup(client)
         get_file, list_file = os.path.join(tmp, "get.json"), os.path.join(tmp, "list.json")
         Path(get_file).write_bytes(get_raw)
         Path(list_file).write_bytes(list_raw)
         bare, bare_port = _start_bare(str(kp.data_dir), get_file, list_file)
         bare_url = f"https://127.0.0.1:{bare_port}"
+        store = StoreBench(os.path.join(tmp, "store.db"))
         print(f"GET body {len(get_raw)} B, LIST body {len(list_raw)} B ({LIST_SIZE} items); "
               f"server pid {kp.proc.pid}", flush=True)
-
-        api_specs = {
-            "get": RequestSpec("GET", "/api/v1/namespaces/bench/configmaps/get"),
-            "list": RequestSpec("GET", "/api/v1/namespaces/bench-list/configmaps"),
-            "create": RequestSpec("POST", "/api/v1/namespaces/bench-create/configmaps",
-                                  body_template("c-{n}", "bench-create")),
-            "update": RequestSpec("PUT", "/api/v1/namespaces/bench/configmaps/upd-{slot}",
-                                  body_template("upd-{slot}", "bench", "{n}")),
-        }
-        bare_specs = {
-            "get": RequestSpec("GET", "/get"),
-            "list": RequestSpec("GET", "/list"),
-            "create": RequestSpec("POST", "/write", body_template("c-{n}", "bench-create")),
-            "update": RequestSpec("PUT", "/write", body_template("upd-{slot}", "bench", "{n}")),
-        }
         server_cpu = ProcCPU(kp.proc.pid)
-        rows: list[tuple[str, int, LoadResult, float, LoadResult | None]] = []
         try:
             for op in ("get", "list", "create", "update"):
                 if op not in only:
                     continue
                 for conc in (1, 32):
                     procs = 1 if conc == 1 else args.procs32
-                    c0 = server_cpu.seconds()
-                    spy = _pyspy(args.pyspy, kp.proc.pid, f"{op}-c{conc}", args.duration + args.warmup)
-                    api = run_load(kp.url, tls, api_specs[op], concurrency=conc, duration=args.duration,
-                                   warmup=args.warmup, processes=procs)
-                    # CPU over warmup + window: a share of one core, approximate.
-                    scpu = (server_cpu.seconds() - c0) / (args.duration + args.warmup + 0.5)
-                    if spy is not None:
-                        spy.wait(30)
-                    bare_res = run_load(bare_url, tls, bare_specs[op], concurrency=conc,
-                                        duration=args.duration, warmup=args.warmup, processes=procs)
-                    rows.append((op, conc, api, scpu, bare_res))
-                    print(f"  {op:6} c={conc:<2} API {api.rps:8.0f}/s  bare {bare_res.rps:8.0f}/s  "
-                          f"errors {api.errors}", flush=True)
+                    apis, bares, stores, cpu = [], [], [], 0.0
+                    for rnd in range(args.rounds):
+                        c0, t0 = server_cpu.seconds(), time.perf_counter()
+                        spy = _pyspy(args.pyspy if rnd == 0 else "", kp.proc.pid, f"{op}-c{conc}",
+                                     args.duration + args.warmup)
+                        apis.append(run_load(kp.url, tls, API_SPECS[op], concurrency=conc,
+                                             duration=args.duration, warmup=args.warmup, processes=procs))
+                        cpu += (server_cpu.seconds() - c0) / (time.perf_counter() - t0)
+                        if spy is not None:
+                            spy.wait(30)
+                        bares.append(run_load(bare_url, tls, BARE_SPECS[op], concurrency=conc,
+                                              duration=args.duration, warmup=args.warmup, processes=procs))
+                        stores.append(store.run(op, conc, args.duration, args.warmup))
+                    row = Row(op, conc, merge_load(apis), cpu / args.rounds, merge_load(bares),
+                              merge_store(stores))
+                    rows.append(row)
+                    print(f"  {op:6} c={conc:<2} API {row.api.rps:8.0f}/s  bare {row.bare.rps:8.0f}/s  "
+                          f"store {row.store.rps:8.0f}/s  API errors {row.api.errors}", flush=True)
         finally:
             bare.terminate()
             bare.wait(10)
-
-        store_res: dict[tuple[str, int], StoreResult] = {}
-        if "store" in only:
-            import uvloop
-
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                store_res = runner.run(store_baseline(args.duration, args.warmup))
-
-        watch = None
+            store.close()
         if "watch" in only:
-            watch = run_watch(kp.url, tls, client, args.watch_procs, args.watch_spacing)
+            watch = run_watch(kp.url, tls, client, args.watch_procs, args.watch_spacing, args.pyspy,
+                              kp.proc.pid)
 
     print()
-    print("| operation | conc | API req/s | API p50 ms | API p99 ms | bare req/s | bare p50 ms | API/bare "
-          "| store op/s | store p50 ms | store p99 ms | API/store | gen CPU | server CPU |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for op, conc, api, scpu, bare_res in rows:
-        st = store_res.get((op, conc))
-        bare_cols = (f"{bare_res.rps:.0f} | {_fmt_ms(bare_res.pct(50))} | {api.rps / bare_res.rps:.0%}"
-                     if bare_res else "- | - | -")
-        store_cols = (f"{st.rps:.0f} | {_fmt_ms(st.pct(50))} | {_fmt_ms(st.pct(99))} | {api.rps / st.rps:.0%}"
-                      if st else "- | - | - | -")
-        print(f"| {op} | {conc} | {api.rps:.0f} | {_fmt_ms(api.pct(50))} | {_fmt_ms(api.pct(99))} | "
-              f"{bare_cols} | {store_cols} | {api.client_cpu_share:.0%} | {scpu:.0%} |")
-    if not rows and store_res:
-        for (op, conc), st in store_res.items():
-            print(f"| {op} | {conc} | - | - | - | - | - | - | {st.rps:.0f} | {_fmt_ms(st.pct(50))} | "
-                  f"{_fmt_ms(st.pct(99))} | - | - | - |")
+    if rows:
+        _print_table(rows)
     if watch is not None:
         print()
-        print(f"watch: {watch.watchers} watchers open (took {watch.open_seconds:.1f}s), {watch.writes} creates "
-              f"{args.watch_spacing}s apart; delivery delay from send of the write: "
-              f"p50 {_fmt_ms(percentile(watch.delays, 50))} ms, p99 {_fmt_ms(percentile(watch.delays, 99))} ms, "
+        print(f"watch: {watch.watchers} watchers open (in {watch.open_seconds:.1f}s), {watch.writes} creates "
+              f"{args.watch_spacing}s apart; delay from sending the write to each watcher reading the "
+              f"event: p50 {_fmt_ms(percentile(watch.delays, 50))} ms, "
+              f"p99 {_fmt_ms(percentile(watch.delays, 99))} ms, "
               f"max {_fmt_ms(max(watch.delays) if watch.delays else float('nan'))} ms; "
               f"{len(watch.delays)} delivered, {watch.missing} missing")
     targets = []
-    for op, conc, api, _, bare_res in rows:
-        if op == "get" and bare_res:
-            targets.append(f"GET c={conc}: {api.rps / bare_res.rps:.0%} of bare (target >= 40%)")
-        st = store_res.get((op, conc))
-        if op == "create" and st:
-            targets.append(f"create c={conc}: {api.rps / st.rps:.0%} of store (target >= 30%)")
+    for r in rows:
+        if r.op == "get" and r.bare:
+            ok = r.api.rps >= 0.4 * r.bare.rps
+            targets.append(f"GET c={r.conc}: {r.api.rps / r.bare.rps:.0%} of bare "
+                           f"(>= 40%: {'met' if ok else 'MISSED'})")
+        if r.op == "create" and r.store:
+            ok = r.api.rps >= 0.3 * r.store.rps
+            targets.append(f"create c={r.conc}: {r.api.rps / r.store.rps:.0%} of store "
+                           f"(>= 30%: {'met' if ok else 'MISSED'})")
     if watch is not None and watch.delays:
-        targets.append(f"watch p99 {percentile(watch.delays, 99):.3f}s (target <= 1s)")
+        p99 = percentile(watch.delays, 99)
+        ok = p99 <= 1 and not watch.missing
+        targets.append(f"watch p99 {p99:.3f}s (<= 1s: {'met' if ok else 'MISSED'})")
     if targets:
         print("targets: " + "; ".join(targets))
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -58,6 +58,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--service-account-issuer", action="append", default=[],
                    help="ServiceAccount token issuer; the first one issues (repeatable)")
     p.add_argument("--api-audiences", default="", help="comma-separated audiences of the API (default: the issuer)")
+    p.add_argument("--audit-policy-file", default="", help="audit.k8s.io/v1 Policy (YAML); none: nothing is audited")
+    p.add_argument("--audit-log-path", default="", help="write audit events as JSON lines here ('-': stdout)")
+    p.add_argument("--audit-log-maxsize", type=int, default=0, help="megabytes before the audit log is rotated")
+    p.add_argument("--audit-log-maxbackup", type=int, default=0, help="rotated audit log files to keep (0: all)")
+    p.add_argument("--audit-log-maxage", type=int, default=0, help="days to keep rotated audit log files (0: all)")
     p.add_argument("-v", "--v", type=int, default=0, help="log verbosity")
 
 
@@ -68,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     from kplane.extension.register import add_register_parser, run_register
 
     add_register_parser(sub)
+    from kplane.storage.migrate import add_migrate_parser, run_migrate
+
+    add_migrate_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.v >= 4 else logging.INFO if args.v >= 1 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -75,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_serve(args)
     if args.command == "register":
         return run_register(args)
+    if args.command == "migrate":
+        return run_migrate(args)
     return 2
 
 
@@ -92,6 +102,11 @@ def _run_serve(args: argparse.Namespace) -> int:
                       service_account_signing_key_file=args.service_account_signing_key_file,
                       service_account_issuer=args.service_account_issuer,
                       api_audiences=[a for a in args.api_audiences.split(",") if a])
+    options.etcd_cafile, options.etcd_certfile = args.etcd_cafile, args.etcd_certfile
+    options.etcd_keyfile, options.etcd_compaction_interval = args.etcd_keyfile, args.etcd_compaction_interval
+    options.audit_policy_file, options.audit_log_path = args.audit_policy_file, args.audit_log_path
+    options.audit_log_maxsize, options.audit_log_maxbackup = args.audit_log_maxsize, args.audit_log_maxbackup
+    options.audit_log_maxage = args.audit_log_maxage
     _install_uvloop()
 
     async def run() -> None:

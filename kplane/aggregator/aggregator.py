@@ -62,7 +62,8 @@ class Aggregator:
         self.autoregister = AutoRegistrar(self.registry, server)
         self.availability = AvailabilityController(
             get=self.cache.get, names=lambda: list(self.cache), lookup=self.lookup, resolver=self.resolver,
-            write_status=self._write_status, prober=DiscoveryProber(client_cert, client_key), metrics=self.metrics)
+            write_status=self._write_status, prober=DiscoveryProber(client_cert, client_key),
+            metrics=self.metrics)
         self.liveness = BackendLiveness(self.resolver, self.targets.get, self.availability.enqueue)
         self.openapi: OpenAPIAggregator | None = None
         self._install_openapi(openapi)
@@ -71,7 +72,8 @@ class Aggregator:
         self._tasks: list[asyncio.Task] = []
         self._synced = asyncio.Event()
         server.on_defs_changed.append(self._defs_changed)
-        server.health.add("autoregister-completion", self._autoregister_check, endpoints=("healthz", "readyz"))
+        server.health.add("autoregister-completion", self._autoregister_check,
+                          endpoints=("healthz", "readyz"))
 
     # ---- public -------------------------------------------------------------------------------------
 
@@ -255,7 +257,8 @@ class Aggregator:
     async def _publish_handshake(self) -> None:
         configmaps = self.server.registries.get(("", "v1", "configmaps"))
         if configmaps is None or not self.client_ca_pem:
-            log.warning("not publishing %s/%s: no configmaps or client CA", handshake.NAMESPACE, handshake.NAME)
+            log.warning("not publishing %s/%s: no configmaps or client CA", handshake.NAMESPACE,
+                        handshake.NAME)
             return
         rh = handshake.RequestHeaderConfig(self.requestheader_ca_pem, list(self.allowed_names)) \
             if self.requestheader_ca_pem else None

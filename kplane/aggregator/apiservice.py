@@ -180,7 +180,8 @@ def set_condition(obj: Obj, new: Obj) -> None:
 
 
 def condition(status: str, reason: str, message: str, now: str) -> Obj:
-    return {"type": AVAILABLE, "status": status, "lastTransitionTime": now, "reason": reason, "message": message}
+    return {"type": AVAILABLE, "status": status, "lastTransitionTime": now, "reason": reason,
+            "message": message}
 
 
 def name_to_group_version(name: str) -> tuple[str, str]:
@@ -241,7 +242,8 @@ def validate(obj: Obj) -> list[Cause]:
         causes.append(errors.field_invalid("spec.version", version, msg))
     gpm = _int(s.get("groupPriorityMinimum"))
     if gpm <= 0 or gpm > 20000:
-        causes.append(errors.field_invalid("spec.groupPriorityMinimum", gpm, "must be positive and less than 20000"))
+        causes.append(errors.field_invalid("spec.groupPriorityMinimum", gpm,
+                                           "must be positive and less than 20000"))
     vp = _int(s.get("versionPriority"))
     if vp <= 0 or vp > 1000:
         causes.append(errors.field_invalid("spec.versionPriority", vp, "must be positive and less than 1000"))
@@ -253,7 +255,8 @@ def validate(obj: Obj) -> list[Cause]:
     svc = s.get("service")
     if svc is None:
         if ca_len:
-            causes.append(errors.Cause("FieldValueInvalid", f'Invalid value: "{ca_len} bytes": local APIServices '
+            causes.append(errors.Cause("FieldValueInvalid",
+                                       f'Invalid value: "{ca_len} bytes": local APIServices '
                                        "may not have a caBundle", "spec.caBundle"))
         if skip:
             causes.append(errors.field_invalid("spec.insecureSkipTLSVerify", True,
@@ -270,7 +273,8 @@ def validate(obj: Obj) -> list[Cause]:
         causes.append(errors.field_invalid("spec.service.port", port,
                                            "port is not valid: must be between 1 and 65535, inclusive"))
     if skip and ca_len:
-        causes.append(errors.field_invalid("spec.insecureSkipTLSVerify", True, "may not be true if caBundle is present"))
+        causes.append(errors.field_invalid("spec.insecureSkipTLSVerify", True,
+                                           "may not be true if caBundle is present"))
     return causes
 
 
@@ -302,10 +306,10 @@ _NAME_DOC = ("Name must be unique within a namespace. Is required when creating 
              "resources may allow a client to request the generation of an appropriate name automatically. "
              "Name is primarily intended for creation idempotence and configuration definition. Cannot be "
              "updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names")
-_AGE_DOC = ("CreationTimestamp is a timestamp representing the server time when this object was created. It is "
-            "not guaranteed to be set in happens-before order across separate operations. Clients may not set "
-            "this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. "
-            "Read-only. Null for lists. More info: "
+_AGE_DOC = ("CreationTimestamp is a timestamp representing the server time when this object was created. "
+            "It is not guaranteed to be set in happens-before order across separate operations. Clients may "
+            "not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the "
+            "system. Read-only. Null for lists. More info: "
             "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata")
 
 
@@ -315,7 +319,8 @@ def _name(obj: Obj) -> str:
 
 COLUMNS = [
     Column("Name", "string", _name, format="name", description=_NAME_DOC),
-    Column("Service", "string", _service_cell, description="The reference to the service that hosts this API endpoint."),
+    Column("Service", "string", _service_cell,
+           description="The reference to the service that hosts this API endpoint."),
     Column("Available", "string", _available_cell, description="Whether this service is available."),
     Column("Age", "string", age, description=_AGE_DOC),
 ]

@@ -80,14 +80,16 @@ def apiservice_name(group: str, version: str) -> str:
     return f"{version}.{group}"
 
 
-def local_apiservice(group: str, version: str, priorities: tuple[int, int], managed: str = ONSTART) -> dict[str, Any]:
+def local_apiservice(group: str, version: str, priorities: tuple[int, int],
+                     managed: str = ONSTART) -> dict[str, Any]:
     return {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
             "metadata": {"name": apiservice_name(group, version), "labels": {AUTOMANAGED_LABEL: managed}},
             "spec": {"group": group, "version": version, "groupPriorityMinimum": priorities[0],
                      "versionPriority": priorities[1]}}
 
 
-def builtin_priority(group: str, version: str, fallback: dict[str, int] | None = None) -> tuple[int, int] | None:
+def builtin_priority(group: str, version: str,
+                     fallback: dict[str, int] | None = None) -> tuple[int, int] | None:
     """Upstream skips group-versions it has no priority for; kplane serves more groups than the table
     knows, so those get the server's group priority (or 1000) and version priority 15."""
     if (group, version) in PRIORITIES:

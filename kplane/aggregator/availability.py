@@ -212,8 +212,8 @@ class AvailabilityController:
                                       f'cannot find endpoints for service/{name} in "{ns}"', now)
             if not has_ready_endpoint_in_subsets(eps, port_name):
                 return apis.condition("False", "MissingEndpoints",
-                                      f'endpoints for service/{name} in "{ns}" have no addresses with port name '
-                                      f'"{port_name}"', now)
+                                      f'endpoints for service/{name} in "{ns}" have no addresses with '
+                                      f'port name "{port_name}"', now)
         group, version = apis.spec(obj).get("group", ""), apis.spec(obj).get("version", "")
         path = f"/api/{version}" if obj["metadata"]["name"] == "v1." else f"/apis/{group}/{version}"
         error = await self._probe(ns, name, port, path)
@@ -258,8 +258,9 @@ class AvailabilityController:
             old_c = apis.get_condition(obj) or {}
             if (old_c.get("status"), old_c.get("reason"), old_c.get("message")) != \
                     (cond["status"], cond["reason"], cond["message"]):
-                log.info("changing APIService availability name=%s oldStatus=%s newStatus=%s reason=%s message=%r",
-                         name, old_c.get("status", "Unknown"), cond["status"], cond["reason"], cond["message"])
+                log.info("changing APIService availability name=%s oldStatus=%s newStatus=%s reason=%s "
+                         "message=%r", name, old_c.get("status", "Unknown"), cond["status"], cond["reason"],
+                         cond["message"])
             await self.write_status(name, new["status"])
             if was != now_available and not now_available:
                 self.metrics.count_unavailable(name, cond["reason"])

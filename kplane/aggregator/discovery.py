@@ -101,8 +101,8 @@ def convert_resource_list(resources: list[Obj]) -> list[Obj]:
             parents[parent] = p
             out.append(p)
         p.setdefault("subresources", []).append(
-            {"subresource": sub, "responseKind": {"group": r.get("group", ""), "version": r.get("version", ""),
-                                                  "kind": r.get("kind", "")},
+            {"subresource": sub, "responseKind": {"group": r.get("group", ""),
+                                                  "version": r.get("version", ""), "kind": r.get("kind", "")},
              "verbs": list(r.get("verbs") or [])})
     return out
 
@@ -117,8 +117,9 @@ def _version_cmp(a: tuple[str, int], b: tuple[str, int]) -> int:
 class MergedDiscovery:
     """Drop-in for GenericAPIServer.discovery (group_list/group/resource_list/aggregated)."""
 
-    def __init__(self, local: Any, apiservices: Callable[[], list[Obj]], fetch: Callable[..., Any] | None = None,
-                 *, timeout_enabled: bool = True, group_priority: dict[str, int] | None = None):
+    def __init__(self, local: Any, apiservices: Callable[[], list[Obj]],
+                 fetch: Callable[..., Any] | None = None, *, timeout_enabled: bool = True,
+                 group_priority: dict[str, int] | None = None):
         self.local = local
         self.apiservices = apiservices
         self.fetch = fetch  # async (apiservice_obj, path, headers) -> (status, headers, body)
@@ -187,13 +188,15 @@ class MergedDiscovery:
         groups: dict[str, list[tuple[str, int, int, Obj]]] = {}
         have: set[tuple[str, str]] = set()
         prio = {(apis.spec(s).get("group", ""), apis.spec(s).get("version", "")):
-                (int(apis.spec(s).get("groupPriorityMinimum") or 0), int(apis.spec(s).get("versionPriority") or 0))
+                (int(apis.spec(s).get("groupPriorityMinimum") or 0),
+                 int(apis.spec(s).get("versionPriority") or 0))
                 for s in self._entries()}
         for st in self.remote.values():
             entry = st.entry
             if entry is None:
                 continue
-            groups.setdefault(st.group, []).append((st.version, st.group_priority, st.version_priority, entry))
+            groups.setdefault(st.group, []).append(
+                (st.version, st.group_priority, st.version_priority, entry))
             have.add((st.group, st.version))
         for item in base.get("items", []):
             group = (item.get("metadata") or {}).get("name", "")
@@ -229,7 +232,8 @@ class MergedDiscovery:
     # ---- remote bookkeeping -------------------------------------------------------------------------
 
     def set_apiservices(self, services: list[Obj]) -> None:
-        """Reconcile the tracked remote APIServices with the current objects (AddAPIService/RemoveAPIService)."""
+        """Reconcile the tracked remote APIServices with the current objects
+        (AddAPIService/RemoveAPIService)."""
         seen = set()
         for obj in services:
             ref = apis.service_ref(obj)

@@ -67,9 +67,11 @@ class Pool:
         except TimeoutError:
             raise BackendError(f"dial tcp {_join(host, port)}: i/o timeout") from None
         except ssl.SSLCertVerificationError as e:
-            raise BackendError(f"tls: failed to verify certificate: {_x509_reason(e, server_hostname)}") from None
+            reason = _x509_reason(e, server_hostname)
+            raise BackendError(f"tls: failed to verify certificate: {reason}") from None
         except ssl.SSLError as e:
-            raise BackendError(f"remote error: tls: {(e.reason or str(e)).lower().replace('_', ' ')}") from None
+            reason = (e.reason or str(e)).lower().replace("_", " ")
+            raise BackendError(f"remote error: tls: {reason}") from None
         except OSError as e:
             raise BackendError(f"dial tcp {_join(host, port)}: connect: {_os_reason(e)}") from None
         return Connection(reader, writer, key)

@@ -82,8 +82,8 @@ class AggregatorMetrics:
 
     def render(self) -> str:
         out: list[str] = []
-        out.append("# HELP aggregator_unavailable_apiservice [ALPHA] Gauge of APIServices which are marked as "
-                   "unavailable broken down by APIService name.")
+        out.append("# HELP aggregator_unavailable_apiservice [ALPHA] Gauge of APIServices which are marked "
+                   "as unavailable broken down by APIService name.")
         out.append("# TYPE aggregator_unavailable_apiservice gauge")
         for name in sorted(self.availability):
             out.append(f"aggregator_unavailable_apiservice{_labels([('name', name)])} "
@@ -92,7 +92,8 @@ class AggregatorMetrics:
                    "marked as unavailable broken down by APIService name and reason.")
         out.append("# TYPE aggregator_unavailable_apiservice_total counter")
         for (name, reason), n in sorted(self.unavailable_total.items()):
-            out.append(f"aggregator_unavailable_apiservice_total{_labels([('name', name), ('reason', reason)])} {n}")
+            labels = _labels([("name", name), ("reason", reason)])
+            out.append(f"aggregator_unavailable_apiservice_total{labels} {n}")
         out.append("# HELP kplane_aggregator_proxy_requests_total Requests proxied to remote APIServices, by "
                    "APIService, HTTP method and response code (0: the client went away).")
         out.append("# TYPE kplane_aggregator_proxy_requests_total counter")
@@ -111,7 +112,7 @@ class AggregatorMetrics:
         for svc in sorted(self.latency):
             h = self.latency[svc]
             cumulative = 0
-            for bound, n in zip((*BUCKETS, float("inf")), h.counts):
+            for bound, n in zip((*BUCKETS, float("inf")), h.counts, strict=True):
                 cumulative += n
                 labels = _labels([("apiservice", svc), ("le", _num(bound))])
                 out.append(f"kplane_aggregator_proxy_request_duration_seconds_bucket{labels} {cumulative}")

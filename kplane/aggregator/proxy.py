@@ -33,13 +33,13 @@ log = logging.getLogger("kplane.aggregator.proxy")
 # Request headers never forwarded: hop-by-hop (RFC 7230 6.1), the caller's credentials and
 # identity claims (nobody may forge X-Remote-*), and the ones this proxy sets itself.
 _DROP_REQUEST = frozenset((
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-remote-user", "x-remote-uid",
-    "x-remote-group", "x-forwarded-for"))
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-remote-user",
+    "x-remote-uid", "x-remote-group", "x-forwarded-for"))
 _DROP_PREFIXES = ("x-remote-extra-", "impersonate-")
 _DROP_RESPONSE = frozenset((
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "content-length"))
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "transfer-encoding", "upgrade", "content-length"))
 
 _BUFFER_BODY_LIMIT = 4 * 1024 * 1024  # request bodies up to this size are read first (retry-safe)
 _BUFFER_RESPONSE_LIMIT = 4 * 1024 * 1024  # fixed-length responses up to this size are sent in one write
@@ -183,7 +183,8 @@ class Proxy:
             return await self._upgrade(request, target, ep.host, ep.port, user)
         return await self._roundtrip(request, target, ep.host, ep.port, user)
 
-    def _head(self, request: web.Request, host: str, port: int, user: Any, upgrade: bool = False) -> list[str]:
+    def _head(self, request: web.Request, host: str, port: int, user: Any,
+              upgrade: bool = False) -> list[str]:
         lines = [f"{request.method} {request.raw_path} HTTP/1.1", f"Host: {_host(host, port)}"]
         for name, value in forward_headers(request.headers, upgrade):
             lines.append(f"{name}: {value}")

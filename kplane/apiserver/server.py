@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from typing import Any, Awaitable, Callable, Protocol
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from aiohttp import web
 from kplane.apimachinery import errors
 from kplane.apiserver import discovery as disco
 from kplane.apiserver import negotiation
+from kplane.apiserver.audit import HEADER_AUDIT_ID, Auditor, audit_id
 from kplane.apiserver.auth import ALLOW, RequestAttributes, UserInfo
 from kplane.apiserver.handlers import ResourceHandler, json_response, status_response
 from kplane.apiserver.health import HealthChecks
@@ -60,6 +62,8 @@ class GenericAPIServer:
         # Optional impersonation filter (between authentication and authorization, as upstream):
         # (request, authenticated user) -> effective user; raises a StatusError to refuse.
         self.impersonation: Callable[[web.Request, UserInfo], Awaitable[UserInfo]] | None = None
+        # Optional auditing (apiserver/audit.py Auditor); every response carries Audit-Id regardless.
+        self.audit: Auditor | None = None
         self.registries: dict[tuple[str, str, str], Registry] = {}
         self.cachers: dict[str, Cacher] = {}
         self.defs: list[ResourceDef] = []
@@ -121,6 +125,7 @@ class GenericAPIServer:
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=negotiation.MAX_BODY_BYTES + 1024,
                               middlewares=[self._filters])
+        app.on_response_prepare.append(self._on_response_prepare)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
@@ -144,6 +149,29 @@ class GenericAPIServer:
 
     @web.middleware
     async def _filters(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Audit (apiserver/audit.py) wraps the whole chain so that it sees every request, proxied
+        # ones and failures included, with the code of the response.
+        request["received_at"] = time.time()
+        audit_id(request)
+        auditor = self.audit
+        if auditor is None:
+            return await self._filter_chain(request, handler)
+        try:
+            resp = await self._filter_chain(request, handler)
+        except BaseException as e:
+            auditor.finish(request, None, e)
+            raise
+        auditor.finish(request, resp)
+        return resp
+
+    async def _on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        audit_id_value = request.get("audit_id")
+        if audit_id_value:
+            response.headers[HEADER_AUDIT_ID] = audit_id_value
+        if self.audit is not None:
+            self.audit.response_started(request, response)
+
+    async def _filter_chain(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             info = resolve(request.method, request.path, request.query)  # type: ignore[arg-type]
             request["info"] = info
@@ -152,17 +180,23 @@ class GenericAPIServer:
                 if not self.anonymous_auth:
                     raise errors.unauthorized()
                 user = ANONYMOUS
+            request["authenticated_user"] = user
+            if self.audit is not None:
+                self.audit.received(request, user, info)
             if self.impersonation is not None:
                 user = await self.impersonation(request, user)
             request["user"] = user
             attrs = _attributes(user, info)
             decision, reason = await self.authorizer.authorize(attrs)
+            request["authorization"] = (decision, reason)
             if decision != ALLOW:
                 if user is ANONYMOUS and not request.path.startswith(PUBLIC_PATHS) \
                         and not getattr(self.authorizer, "authorizes_anonymous", False):
                     raise errors.unauthorized()
                 raise forbidden_error(attrs, reason)
             request["attributes"] = attrs
+            if self.audit is not None:
+                await self.audit.read_body(request)
             return await handler(request)
         except errors.StatusError as e:
             return status_response(e)
@@ -174,6 +208,7 @@ class GenericAPIServer:
             raise
         except Exception as e:  # noqa: BLE001 - the recover filter: log and answer a Status, never crash
             log.exception("internal error serving %s %s", request.method, request.path)
+            request["panic"] = e
             return status_response(errors.internal(str(e)))
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:

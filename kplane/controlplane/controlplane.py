@@ -14,6 +14,7 @@ from typing import Any
 from kplane.aggregator import Aggregator
 from kplane.apiserver.openapi_routes import install_openapi
 from kplane.apiserver.server import GenericAPIServer
+from kplane.controlplane.audit_setup import install_audit
 from kplane.controlplane.auth_setup import install_auth
 from kplane.controlplane.crd import install_crds
 from kplane.controlplane.defaults import ServiceAccountController, ensure_kubernetes_service
@@ -53,6 +54,12 @@ class Options:
     service_account_signing_key_file: str = ""  # default: pki/sa.key
     service_account_issuer: list[str] = field(default_factory=list)  # default: the in-cluster URL
     api_audiences: list[str] = field(default_factory=list)  # default: the first issuer
+    # Audit (see controlplane/audit_setup.py); without a policy file nothing is recorded, as upstream.
+    audit_policy_file: str = ""
+    audit_log_path: str = ""  # "-": standard output
+    audit_log_maxsize: int = 0  # megabytes before rotation (0: lumberjack's 100)
+    audit_log_maxbackup: int = 0  # rotated files kept (0: all)
+    audit_log_maxage: int = 0  # days rotated files are kept (0: no limit)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,6 +88,7 @@ class ControlPlane:
         self.namespace_controller = NamespaceController(self.server)
         self.serviceaccount_controller = ServiceAccountController(self.server)
         self.crds = install_crds(self)
+        self.audit = install_audit(self.server, options, self.aggregator)
         self.ssl_context = serving_ssl_context(pki)
 
     async def start(self) -> None:
@@ -101,6 +109,8 @@ class ControlPlane:
         await self.serviceaccount_controller.stop()
         await self.auth.stop()
         await self.server.stop()
+        if self.audit is not None:
+            self.audit.close()
         await self.store.close()
 
 

@@ -34,6 +34,13 @@ before 3.4.25/3.5.8 may send a progress response ahead of events already queued
 for the stream (etcd-io/etcd#15220); a second progress round trip after the
 first flushes them, so the first response's revision is only used after it.
 
+Leases: keys under configured prefixes (events, by default for 1 h like kube-apiserver's
+``--event-ttl``) are written with an etcd lease, shared by the writes of one minute, so etcd
+deletes them (and the watch reports DELETED) when it expires.
+
+Errors: etcd unreachable, timed out or without a leader → UnavailableError (the API answers
+503); a compacted revision → CompactedError (410); a future one → FutureRevisionError.
+
 Compaction: ``compact()`` compacts etcd; ``start_compactor(interval)`` runs
 kube-apiserver's compactor (each interval, compact to the revision seen one
 interval earlier, coordinated across replicas through ``compact_rev_key``).
@@ -136,7 +143,8 @@ class EtcdStore:
     """Store on an etcd v3 cluster. See the module docstring for the design."""
 
     def __init__(self, client: EtcdHTTP, *, prefix: str = "/registry", root: str = "/registry",
-                 history_limit: int = 10_000, watch_queue_limit: int = 10_000):
+                 history_limit: int = 10_000, watch_queue_limit: int = 10_000,
+                 lease_ttls: dict[str, int] | None = None, lease_reuse: float = 60.0):
         self._http = client
         self._prefix = prefix.rstrip("/")
         self._root = root.rstrip("/")
@@ -159,6 +167,11 @@ class EtcdStore:
         self._progress_lock = asyncio.Lock()
         self._compactor: asyncio.Task[None] | None = None
         self._closed = False
+        # Keys under these (logical) prefixes get an etcd lease of that many seconds, like
+        # kube-apiserver's --event-ttl for events; one lease is shared for `lease_reuse` seconds.
+        self._lease_ttls = dict(lease_ttls or {})
+        self._lease_reuse = lease_reuse
+        self._leases: dict[int, tuple[str, float]] = {}  # ttl -> (lease id, expiry on the monotonic clock)
 
     # -- keys -----------------------------------------------------------------
 
@@ -194,6 +207,28 @@ class EtcdStore:
                    ) -> tuple[bool, int, list[dict]]:
         resp = await self._call("/v3/kv/txn", {"compare": compare, "success": success, "failure": failure})
         return bool(resp.get("succeeded")), int(resp["header"]["revision"]), resp.get("responses", [])
+
+    async def _lease_for(self, key: str) -> str | None:
+        ttl = next((t for p, t in self._lease_ttls.items() if key.startswith(p)), None)
+        if ttl is None:
+            return None
+        now = time.monotonic()
+        held = self._leases.get(ttl)
+        if held is not None and held[1] - now >= ttl:
+            return held[0]
+        resp = await self._call("/v3/lease/grant", {"TTL": int(ttl + self._lease_reuse)})
+        lease = str(resp["ID"])
+        self._leases[ttl] = (lease, now + int(resp.get("TTL", ttl + self._lease_reuse)))
+        return lease
+
+    async def _put_op(self, key: str, k: str, value: bytes, prev_kv: bool = False) -> dict[str, Any]:
+        op: dict[str, Any] = {"key": k, "value": _b64(bytes(value))}
+        if prev_kv:
+            op["prev_kv"] = True
+        lease = await self._lease_for(key)
+        if lease is not None:
+            op["lease"] = lease
+        return {"request_put": op}
 
     async def start(self) -> None:
         """Check that etcd answers and start the store's watch from the current revision."""
@@ -239,7 +274,7 @@ class EtcdStore:
         k = _b64(self._ekey(key))
         ok, rev, _ = await self._txn(
             [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
-            [{"request_put": {"key": k, "value": _b64(bytes(value))}}], [])
+            [await self._put_op(key, k, value)], [])
         if not ok:
             raise KeyExistsError(key)
         return KV(key, bytes(value), rev, rev)
@@ -248,7 +283,7 @@ class EtcdStore:
         k = _b64(self._ekey(key))
         ok, rev, responses = await self._txn(
             [self._precondition(k, expected_revision)],
-            [{"request_put": {"key": k, "value": _b64(bytes(value)), "prev_kv": True}}],
+            [await self._put_op(key, k, value, prev_kv=True)],
             [{"request_range": {"key": k}}])
         if not ok:
             raise self._failed(key, expected_revision, responses)
@@ -525,8 +560,14 @@ class EtcdStore:
 
 async def open_etcd_store(servers: list[str], *, prefix: str = "/registry", cafile: str | None = None,
                           certfile: str | None = None, keyfile: str | None = None,
-                          root: str = "/registry", request_timeout: float = 10.0, **kwargs: Any) -> EtcdStore:
-    """Connect to etcd (UnavailableError if no server answers) and start the store's watch."""
+                          root: str = "/registry", request_timeout: float = 10.0, event_ttl: int = 3600,
+                          **kwargs: Any) -> EtcdStore:
+    """Connect to etcd (UnavailableError if no server answers) and start the store's watch.
+
+    Events (keys under <root>/events/) expire after `event_ttl` seconds through an etcd
+    lease, like kube-apiserver's --event-ttl (default 1h); 0 keeps them forever."""
+    if event_ttl and "lease_ttls" not in kwargs:
+        kwargs["lease_ttls"] = {root.rstrip("/") + "/events/": event_ttl}
     ctx = tls_context(cafile, certfile, keyfile) if (cafile or certfile) else None
     client = EtcdHTTP(servers, ssl_context=ctx, timeout=request_timeout)
     store = EtcdStore(client, prefix=prefix, root=root, **kwargs)

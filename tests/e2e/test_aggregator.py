@@ -40,8 +40,10 @@ class Backend:
         cert, key = issue_serving_cert(tmp / "ca.crt", tmp / "ca.key", ["api.wardle.svc"])
         (tmp / "tls.crt").write_bytes(cert)
         (tmp / "tls.key").write_bytes(key)
-        self.args = [sys.executable, str(HERE / "aggregator_backend.py"), str(self.port), str(tmp / "tls.crt"),
-                     str(tmp / "tls.key"), str(kp.data_dir / "pki" / "front-proxy-ca.crt")] + (["--hang"] if hang else [])
+        self.args = [sys.executable, str(HERE / "aggregator_backend.py"), str(self.port),
+                     str(tmp / "tls.crt"), str(tmp / "tls.key"),
+                     str(kp.data_dir / "pki" / "front-proxy-ca.crt"),
+                     *(["--hang"] if hang else [])]
         self.ca_bundle = base64.b64encode(ca).decode()
         self.proc = None
 
@@ -104,7 +106,8 @@ def wait_for(fn, timeout=20.0):
 
 
 def test_validation_is_422(kp):
-    bad = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": "v1.wrong.io"},
+    bad = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+           "metadata": {"name": "v1.wrong.io"},
            "spec": {"group": "other.io", "version": "v1", "groupPriorityMinimum": 0, "versionPriority": 15,
                     "service": {"namespace": "x", "name": "y"}}}
     r = kubectl(kp, "create", "-f", "-", input=json.dumps(bad), check=False)
@@ -125,7 +128,8 @@ def test_register_proxy_unavailable_and_back(kp, tmp_path):
     backend.start()
     try:
         register(kp, backend)
-        kubectl(kp, "wait", "--for=condition=Available", "apiservice/v1alpha1.wardle.example.com", "--timeout=30s")
+        kubectl(kp, "wait", "--for=condition=Available", "apiservice/v1alpha1.wardle.example.com",
+                "--timeout=30s")
         assert condition(kp)["reason"] == "Passed"
         row = kubectl(kp, "get", "apiservice", "v1alpha1.wardle.example.com").stdout.splitlines()[1].split()
         assert row[1:3] == ["wardle/api", "True"]

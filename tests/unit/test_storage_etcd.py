@@ -236,3 +236,22 @@ async def test_unreachable_etcd_is_unavailable() -> None:
 
     with pytest.raises(UnavailableError):
         await open_etcd_store([f"http://127.0.0.1:{_free_port()}"], request_timeout=0.5)
+
+
+async def test_event_keys_expire_through_a_lease(etcd: EtcdProcess) -> None:
+    """Like kube-apiserver's --event-ttl: events carry an etcd lease; other keys do not."""
+    s = await _open(etcd, f"/ttl/{next(_ids)}", lease_ttls={"/events/": 1}, lease_reuse=0.5)
+    try:
+        w = s.watch("/events/", 0)
+        ev = await s.create("/events/ns/e1", b"{}")
+        await s.update("/events/ns/e1", b'{"count":2}', expected_revision=ev.mod_revision)
+        await s.create("/configmaps/ns/c1", b"{}")
+        leases = _raw(etcd, "/v3/kv/range", {"key": _b64(s._prefix + "/events/ns/e1")})["kvs"][0]
+        assert leases.get("lease")
+        assert [e.type for e in await collect(w, 2)] == ["ADDED", "MODIFIED"]
+        gone = await next_event(w, 10)  # TTL 1 s + reuse 0.5 s, checked by etcd every 0.5 s
+        assert (gone.type, gone.kv.key) == ("DELETED", "/events/ns/e1")
+        assert await s.get("/events/ns/e1") is None
+        assert await s.get("/configmaps/ns/c1") is not None
+    finally:
+        await s.close()
