@@ -101,6 +101,7 @@ class StoreResult:
     requests: int
     seconds: float
     latencies: list[float]
+    cpu: float = 0.0  # CPU seconds of this process (loop + SQLite worker thread) in the window
 
     @property
     def rps(self) -> float:
@@ -128,11 +129,13 @@ async def _store_load(op: Any, concurrency: int, duration: float, warmup: float)
     tasks = [asyncio.create_task(loop(s)) for s in range(concurrency)]
     await asyncio.sleep(warmup)
     state["record"] = True
+    t0 = os.times()
     await asyncio.sleep(duration)
+    t1 = os.times()
     state["record"] = False
     state["stop"] = True
     await asyncio.gather(*tasks)
-    return StoreResult(len(lat), duration, lat)
+    return StoreResult(len(lat), duration, lat, (t1.user + t1.system) - (t0.user + t0.system))
 
 
 class StoreBench:
@@ -190,7 +193,7 @@ def merge_load(results: list[LoadResult]) -> LoadResult:
 
 def merge_store(results: list[StoreResult]) -> StoreResult:
     return StoreResult(sum(r.requests for r in results), sum(r.seconds for r in results),
-                       [x for r in results for x in r.latencies])
+                       [x for r in results for x in r.latencies], sum(r.cpu for r in results))
 
 
 # ---- watch fan-out -------------------------------------------------------------
@@ -387,8 +390,9 @@ BARE_SPECS = {
 
 def _print_table(rows: list[Row]) -> None:
     print("| operation | conc | API req/s | API p50 ms | API p99 ms | bare req/s | bare p50 ms | API/bare "
-          "| store op/s | store p50 ms | store p99 ms | API/store | gen CPU | server CPU |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| store op/s | store p50 ms | store p99 ms | API/store | gen CPU | server CPU "
+          "| server CPU ms/req | store CPU ms/op |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         api, bare, st = r.api, r.bare, r.store
         bare_cols = (f"{bare.rps:.0f} | {_fmt_ms(bare.pct(50))} | {api.rps / bare.rps:.0%}"
@@ -398,7 +402,8 @@ def _print_table(rows: list[Row]) -> None:
         label = {"get": "GET one object", "list": f"LIST {LIST_SIZE}", "create": "create",
                  "update": "update"}[r.op]
         print(f"| {label} | {r.conc} | {api.rps:.0f} | {_fmt_ms(api.pct(50))} | {_fmt_ms(api.pct(99))} | "
-              f"{bare_cols} | {store_cols} | {api.client_cpu_share:.0%} | {r.server_cpu:.0%} |")
+              f"{bare_cols} | {store_cols} | {api.client_cpu_share:.0%} | {r.server_cpu:.0%} | "
+              f"{r.server_cpu / api.rps * 1000:.2f} | {st.cpu / st.requests * 1000 if st else 0:.2f} |")
 
 
 def main() -> int:

@@ -382,24 +382,3 @@ def forbidden_error(attrs: RequestAttributes, reason: str = "") -> errors.Status
     if attrs.api_group:
         details["group"] = attrs.api_group
     return errors.StatusError(403, "Forbidden", f"{named} is forbidden: {msg}", details)
-
-
-def peer_identity(request: web.Request) -> tuple[str, tuple[str, ...]] | None:
-    """CN and O of a verified TLS client certificate, if any."""
-    transport: Any = request.transport
-    if transport is None:
-        return None
-    cert = transport.get_extra_info("peercert")
-    if not cert:
-        return None
-    cn = ""
-    orgs: list[str] = []
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                cn = value
-            elif key == "organizationName":
-                orgs.append(value)
-    if not cn:
-        return None
-    return cn, tuple(orgs)

@@ -129,6 +129,7 @@ class ControlPlaneAuthenticator:
 
     async def authenticate(self, request: web.Request) -> UserInfo | None:
         cert = peer_certificate(request)
+        rejected_cert = False
         if cert is not None:
             try:
                 user = self.requestheader.authenticate_cert(cert, request.headers)
@@ -140,8 +141,13 @@ class ControlPlaneAuthenticator:
             user = self.x509(cert)
             if user is not None:
                 return user
+            # The handshake accepts any chain (tls_verify): a certificate that authenticated
+            # nobody (unknown CA, expired) is a failed credential, 401 unless a token succeeds.
+            rejected_cert = True
         token = bearer_token(request)
         if token is None:
+            if rejected_cert:
+                raise errors.unauthorized()
             return None
         try:
             return self.tokens.authenticate(token)

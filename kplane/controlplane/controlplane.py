@@ -14,6 +14,7 @@ from typing import Any
 from kplane.aggregator import Aggregator
 from kplane.apiserver.openapi_routes import install_openapi
 from kplane.apiserver.server import GenericAPIServer
+from kplane.apiserver.tls_verify import defer_client_cert_verification
 from kplane.controlplane.audit_setup import install_audit
 from kplane.controlplane.auth_setup import install_auth
 from kplane.controlplane.crd import install_crds
@@ -126,6 +127,8 @@ def serving_ssl_context(pki: PKI) -> ssl.SSLContext:
     # CA signed a presented certificate.
     ctx.load_verify_locations(cafile=str(pki.front_proxy_ca_cert))
     ctx.set_alpn_protocols(["http/1.1"])
+    # Bad client certificates answer 401 (from the authenticator), as upstream, not a TLS alert.
+    defer_client_cert_verification(ctx)
     return ctx
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from kplane.apimachinery import errors
+from kplane.apimachinery.meta import now_rfc3339
 from kplane.apiserver.authn_requestheader import (
     RequestHeaderAuthenticator,
     RequestHeaderConfig,
@@ -270,6 +271,7 @@ class ExtensionServer:
                 obj.setdefault("apiVersion", rdef.api_version)
                 obj.setdefault("kind", kind)
                 m = obj.setdefault("metadata", {})
+                m.setdefault("creationTimestamp", now_rfc3339())  # as metrics-server: computed now
                 if namespaced and namespace and not m.get("namespace"):
                     m["namespace"] = namespace
                 return obj

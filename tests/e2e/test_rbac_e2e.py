@@ -278,19 +278,50 @@ def test_forged_remote_user_header_and_foreign_ca(kp):
     assert e.value.code == 403
     assert 'User "judy" cannot list resource "namespaces"' in json.loads(e.value.read())["message"]
 
-    # A client certificate from a CA kplane does not trust is refused. Python's ssl verifies client
-    # certificates during the handshake, so this is a TLS failure rather than upstream's 401.
+    # A client certificate from a CA kplane does not trust, or an expired one, is a failed
+    # credential: 401 Unauthorized, as upstream (the handshake accepts it, the authenticator refuses it).
     other_ca, other_key = self_signed_ca("other-ca")
     (kp.tmp / "other-ca.crt").write_bytes(other_ca)
     (kp.tmp / "other-ca.key").write_bytes(other_key)
     cert, key = issue_client_cert(kp.tmp / "other-ca.crt", kp.tmp / "other-ca.key", "kplane-admin",
                                   ("system:masters",))
-    (kp.tmp / "foreign.crt").write_bytes(cert)
-    (kp.tmp / "foreign.key").write_bytes(key)
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    ctx.load_cert_chain(kp.tmp / "foreign.crt", kp.tmp / "foreign.key")
-    with pytest.raises((ssl.SSLError, ConnectionResetError, urllib.error.URLError)):
+    assert _status_with_cert(kp, cert, key, "foreign") == 401
+    assert _status_with_cert(kp, *_expired_cert(pki, "kplane-admin", "system:masters"), "expired") == 401
+
+
+def _status_with_cert(kp, cert: bytes, key: bytes, name: str) -> int:
+    (kp.tmp / f"{name}.crt").write_bytes(cert)
+    (kp.tmp / f"{name}.key").write_bytes(key)
+    ctx = ssl.create_default_context(cafile=str(kp.data_dir / "pki" / "ca.crt"))
+    ctx.load_cert_chain(kp.tmp / f"{name}.crt", kp.tmp / f"{name}.key")
+    with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"{kp.url}/api/v1/namespaces", context=ctx, timeout=10)
+    assert json.loads(e.value.read())["reason"] == "Unauthorized"
+    return e.value.code
+
+
+def _expired_cert(pki: Path, cn: str, group: str) -> tuple[bytes, bytes]:
+    """A client certificate signed by kplane's own CA whose validity ended yesterday."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, group),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=2)).not_valid_after(now - dt.timedelta(days=1))
+            .sign(ca_key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
 
 
 # ---- helpers ---------------------------------------------------------------------------------
