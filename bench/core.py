@@ -353,6 +353,7 @@ class Row:
     conc: int
     api: LoadResult
     server_cpu: float  # share of one core while the API was under load
+    server_ms_per_req: float  # server CPU per request, warm-up requests included
     bare: LoadResult | None
     store: StoreResult | None
 
@@ -403,7 +404,7 @@ def _print_table(rows: list[Row]) -> None:
                  "update": "update"}[r.op]
         print(f"| {label} | {r.conc} | {api.rps:.0f} | {_fmt_ms(api.pct(50))} | {_fmt_ms(api.pct(99))} | "
               f"{bare_cols} | {store_cols} | {api.client_cpu_share:.0%} | {r.server_cpu:.0%} | "
-              f"{r.server_cpu / api.rps * 1000:.2f} | {st.cpu / st.requests * 1000 if st else 0:.2f} |")
+              f"{r.server_ms_per_req:.2f} | {st.cpu / st.requests * 1000 if st else 0:.2f} |")
 
 
 def main() -> int:
@@ -455,21 +456,26 @@ def main() -> int:
                     continue
                 for conc in (1, 32):
                     procs = 1 if conc == 1 else args.procs32
-                    apis, bares, stores, cpu = [], [], [], 0.0
+                    apis, bares, stores, share, cpu_s, served = [], [], [], 0.0, 0.0, 0.0
                     for rnd in range(args.rounds):
-                        c0, t0 = server_cpu.seconds(), time.perf_counter()
+                        c0 = server_cpu.seconds()
                         spy = _pyspy(args.pyspy if rnd == 0 else "", kp.proc.pid, f"{op}-c{conc}",
                                      args.duration + args.warmup)
                         apis.append(run_load(kp.url, tls, API_SPECS[op], concurrency=conc,
                                              duration=args.duration, warmup=args.warmup, processes=procs))
-                        cpu += (server_cpu.seconds() - c0) / (time.perf_counter() - t0)
+                        # The server's CPU over the whole call (idle while generators start, busy
+                        # in warm-up and window); requests served estimated at the window's rate.
+                        used = server_cpu.seconds() - c0
+                        cpu_s += used
+                        served += apis[-1].rps * (args.duration + args.warmup)
+                        share += used / (args.duration + args.warmup)
                         if spy is not None:
                             spy.wait(30)
                         bares.append(run_load(bare_url, tls, BARE_SPECS[op], concurrency=conc,
                                               duration=args.duration, warmup=args.warmup, processes=procs))
                         stores.append(store.run(op, conc, args.duration, args.warmup))
-                    row = Row(op, conc, merge_load(apis), cpu / args.rounds, merge_load(bares),
-                              merge_store(stores))
+                    row = Row(op, conc, merge_load(apis), share / args.rounds, cpu_s / served * 1000,
+                              merge_load(bares), merge_store(stores))
                     rows.append(row)
                     print(f"  {op:6} c={conc:<2} API {row.api.rps:8.0f}/s  bare {row.bare.rps:8.0f}/s  "
                           f"store {row.store.rps:8.0f}/s  API errors {row.api.errors}", flush=True)

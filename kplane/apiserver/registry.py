@@ -484,7 +484,12 @@ class Registry:
             if deleting and not new["metadata"].get("finalizers") and not self._has_pending_finalizers(new):
                 if opts.dry_run:
                     return new
-                await self._delete_now(key, kv.mod_revision)
+                try:
+                    await self._delete_now(key, kv.mod_revision)
+                except RevisionConflictError:
+                    continue  # someone else changed it meanwhile: re-read and re-apply
+                except KeyNotFoundError:
+                    raise self._not_found(name) from None
                 return new
             if opts.dry_run:
                 return new

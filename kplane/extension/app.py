@@ -82,6 +82,11 @@ class Options:
     client_ca_file: str = ""
     requestheader_client_ca_file: str = ""
     requestheader_allowed_names: list[str] | None = None
+    etcd_servers: list[str] = field(default_factory=list)  # empty: SQLite in data_dir
+    etcd_prefix: str = ""  # default /registry/<group>, as upstream's sample-apiserver
+    etcd_cafile: str = ""
+    etcd_certfile: str = ""
+    etcd_keyfile: str = ""
     authorization_mode: str = "Delegated"  # or AlwaysAllow (benchmarks, trusted set-ups): no SARs
     authorization_allow_ttl: float = 10.0
     authorization_deny_ttl: float = 10.0
@@ -419,6 +424,13 @@ class ExtensionServer:
         p.add_argument("--requestheader-client-ca-file", default="")
         p.add_argument("--requestheader-allowed-names", default=None,
                        help="comma-separated CNs allowed to assert identities (empty: any)")
+        p.add_argument("--etcd-servers", default="",
+                       help="comma-separated etcd URLs (default: a SQLite store in --data-dir)")
+        p.add_argument("--etcd-prefix", default="",
+                       help=f"key prefix in etcd (default /registry/{self.group})")
+        p.add_argument("--etcd-cafile", default="")
+        p.add_argument("--etcd-certfile", default="")
+        p.add_argument("--etcd-keyfile", default="")
         p.add_argument("--authorization-mode", choices=["Delegated", "AlwaysAllow"], default="Delegated",
                        help="Delegated: a SubjectAccessReview against kplane per request (cached); "
                             "AlwaysAllow: every authenticated request is allowed")
@@ -441,6 +453,9 @@ class ExtensionServer:
                        tls_ca_file=args.tls_ca_file, client_ca_file=args.client_ca_file,
                        requestheader_client_ca_file=args.requestheader_client_ca_file,
                        requestheader_allowed_names=allowed,
+                       etcd_servers=[u.strip() for u in args.etcd_servers.split(",") if u.strip()],
+                       etcd_prefix=args.etcd_prefix, etcd_cafile=args.etcd_cafile,
+                       etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile,
                        authorization_mode=args.authorization_mode,
                        authorization_allow_ttl=args.authorization_webhook_cache_authorized_ttl,
                        authorization_deny_ttl=args.authorization_webhook_cache_unauthorized_ttl,
@@ -478,14 +493,29 @@ class ExtensionServer:
         finally:
             await self.stop()
 
-    async def start(self, options: Options) -> None:
-        from kplane.storage.sqlite import open_sqlite_store
+    async def open_store(self, options: Options, data_dir: Path) -> Any:
+        """The server's own Store: SQLite in its data dir, or etcd with --etcd-servers."""
+        if not options.etcd_servers:
+            from kplane.storage.sqlite import open_sqlite_store
 
+            return await open_sqlite_store(str(data_dir / "store.db"))
+        from kplane.storage.etcd import open_etcd_store
+
+        store = await open_etcd_store(options.etcd_servers,
+                                      prefix=options.etcd_prefix or f"/registry/{self.group}",
+                                      cafile=options.etcd_cafile or None,
+                                      certfile=options.etcd_certfile or None,
+                                      keyfile=options.etcd_keyfile or None)
+        if hasattr(store, "start_compactor"):
+            store.start_compactor(300.0)
+        return store
+
+    async def start(self, options: Options) -> None:
         self.options = options
         data_dir = options.data_dir or Path.home() / ".kplane" / "extensions" / self.group
         data_dir.mkdir(parents=True, exist_ok=True)
         self.client = Client.from_kubeconfig(options.kubeconfig, timeout=10.0)
-        store = await open_sqlite_store(str(data_dir / "store.db"))
+        store = await self.open_store(options, data_dir)
         rh = RequestHeaderAuthenticator(None)
         self.authenticator = DelegatingAuthenticator(
             rh, tokens=TokenReviewer(self.client, cache_ttl=options.authentication_token_ttl))

@@ -695,7 +695,8 @@ class _Watch:
             self._last = item.revision
             self._pending.append(item)
             if self._last >= self._store._floor:
-                self._catch_up = True  # the store's log continues from here: leave etcd's watch
+                self._drop_remote()  # the store's log continues from here: leave etcd's watch
+                self._catch_up = True
 
     def _drop_remote(self) -> None:
         if self._remote is not None:

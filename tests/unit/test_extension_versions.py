@@ -5,6 +5,8 @@ examples/shop app in-process (no TLS, no kplane)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -153,3 +155,38 @@ def test_declaration_errors() -> None:
     # Without a converter, a version changes apiVersion alone.
     obj = {"apiVersion": "x.example.com/v1", "kind": "Thing", "metadata": {"name": "t"}, "spec": {"a": "b"}}
     assert app.convert(obj, "v2") == dict(obj, apiVersion="x.example.com/v2")
+
+
+async def test_etcd_store_with_the_upstream_key_layout(tmp_path: Path) -> None:
+    """--etcd-servers: the same two versions over a real etcd, keys under /registry/<group>/."""
+    import importlib
+
+    import examples.shop
+    from kplane.extension import Options
+    from kplane.testing.etcd import EtcdProcess, require_etcd
+
+    require_etcd()
+    app = importlib.reload(examples.shop).app
+    with EtcdProcess() as etcd:
+        store = await app.open_store(Options(etcd_servers=[etcd.url]), tmp_path)
+        server = app.build(store, AllowAll(), AllowAll())
+        for cacher in server.cachers.values():
+            await cacher.start()
+        client = TestClient(TestServer(server.build_app()))
+        await client.start_server()
+        try:
+            r = await client.post(V1BETA1, json={"metadata": {"name": "e1"}, "spec": {"product": "fig"}})
+            assert r.status == 201, await r.text()
+            assert (await _json(await client.get(f"{V1}/e1")))["spec"] == {"item": "fig", "qty": 1}
+            kv = await store.get("/registry/shop.example.com/orders/default/e1")
+            assert orjson.loads(kv.value)["apiVersion"] == "shop.example.com/v1"
+            if shutil.which("etcdctl"):  # the key in etcd: the prefix replaces /registry
+                keys = (await asyncio.to_thread(
+                    subprocess.run, ["etcdctl", "--endpoints", etcd.url, "get", "--prefix", "--keys-only",
+                                     "/registry/shop.example.com/"], capture_output=True, text=True,
+                    check=True)).stdout.split()
+                assert keys == ["/registry/shop.example.com/shop.example.com/orders/default/e1"]
+        finally:
+            await client.close()
+            await server.stop()
+            await store.close()
