@@ -339,9 +339,12 @@ def _definitions(defs: list[ResourceDef], prefix: str,
                  convert: Callable[[Schema], Schema]) -> dict[str, Schema]:
     gvs = sorted({("", "v1")} | {(d.group, d.version) for d in defs})
     out = _meta_schemas(prefix, convert(_object_meta(defs)), gvs)
-    for rdef in defs:
+    # Subresource registries ("orders/approve") may answer with their parent's kind: a
+    # top-level resource's own schema must win, so those are written first and overwritten.
+    for rdef in sorted(defs, key=lambda d: "/" not in d.plural):
         out[schema_name(rdef)] = convert(_kind_schema(rdef, prefix))
-        out[schema_name(rdef) + "List"] = _list_schema(rdef, prefix)
+        if "/" not in rdef.plural:
+            out[schema_name(rdef) + "List"] = _list_schema(rdef, prefix)
     return dict(sorted(out.items()))
 
 
