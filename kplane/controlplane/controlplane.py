@@ -75,6 +75,10 @@ class ControlPlane:
         etcd_check = getattr(store, "check", None) if options.storage == "etcd" else None
         if etcd_check is not None:
             self.server.health.add("etcd", etcd_check)  # /healthz/etcd and /readyz/etcd, as upstream
+        else:
+            async def sqlite_check() -> None:
+                await store.current_revision()  # a round trip through the database thread
+            self.server.health.add("sqlite", sqlite_check)
         for rdef in builtin_resources():
             self.server.install(rdef)
         self.auth = install_auth(self.server, options, pki)
