@@ -46,6 +46,17 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--etcd-keyfile", default="", help="client key for etcd")
     p.add_argument("--etcd-compaction-interval", type=_duration, default=300.0,
                    help="how often to compact etcd's history, e.g. 5m, 90s; 0 disables (default 5m)")
+    p.add_argument("--event-ttl", type=_duration, default=3600.0,
+                   help="how long events are kept, e.g. 1h (etcd: an etcd lease per minute of writes; default 1h)")
+    p.add_argument("--leader-elect", default="true", choices=["true", "false"],
+                   help="with --storage etcd, run the controllers that must run once only on the replica "
+                        "holding the kube-system/kplane-controllers Lease (default true)")
+    p.add_argument("--leader-elect-lease-duration", type=_duration, default=15.0,
+                   help="how long a candidate waits after the last observed renewal before taking over (15s)")
+    p.add_argument("--leader-elect-renew-deadline", type=_duration, default=10.0,
+                   help="how long the leader retries renewing before it stops leading (10s)")
+    p.add_argument("--leader-elect-retry-period", type=_duration, default=2.0,
+                   help="how often candidates try to acquire and the leader renews (2s)")
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
     p.add_argument("--anonymous-auth", default="true", choices=["true", "false"])
     p.add_argument("--feature-gates", type=_feature_gates, default={})
@@ -107,6 +118,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     options.audit_policy_file, options.audit_log_path = args.audit_policy_file, args.audit_log_path
     options.audit_log_maxsize, options.audit_log_maxbackup = args.audit_log_maxsize, args.audit_log_maxbackup
     options.audit_log_maxage = args.audit_log_maxage
+    options.event_ttl, options.leader_elect = args.event_ttl, args.leader_elect == "true"
+    options.leader_elect_lease_duration = args.leader_elect_lease_duration
+    options.leader_elect_renew_deadline = args.leader_elect_renew_deadline
+    options.leader_elect_retry_period = args.leader_elect_retry_period
     _install_uvloop()
 
     async def run() -> None:

@@ -6,6 +6,7 @@ ConfigMap and the /metrics exposition of all of it.
     aggregator = Aggregator(server, openapi=install_openapi(server), client_cert=..., client_key=...,
                             client_ca_pem=..., requestheader_ca_pem=...)
     await aggregator.start()   # after the server listens and kube-system exists
+    aggregator.availability.start()   # the caller's: kplane runs it on the elected replica only
     await aggregator.stop()
 """
 
@@ -95,7 +96,6 @@ class Aggregator:
             await asyncio.wait_for(self._synced.wait(), 10)
         except TimeoutError:
             log.warning("APIService cache did not sync in 10s")
-        self.availability.start()
         self.liveness.start(list(self.targets))
         self.discovery.start()
         if self.openapi is not None:

@@ -17,6 +17,8 @@ import orjson
 from aiohttp import web
 
 from kplane.aggregator import apiservice as apis
+from kplane.apiserver.openapi_proto import Encodings
+from kplane.apiserver.openapi_routes import v2_response
 
 log = logging.getLogger("kplane.aggregator.openapi")
 
@@ -55,6 +57,7 @@ class OpenAPIAggregator:
         self.v2_specs: dict[str, Obj] = {}  # apiservice name -> its backend's /openapi/v2
         self.v3_docs: dict[str, bytes] = {}  # "apis/<g>/<v>" -> document
         self._merged: tuple[int, int, bytes] | None = None
+        self._v2_encodings = Encodings()  # protobuf and ETag of whichever document v2() returned last
         self._version = 0
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -72,7 +75,7 @@ class OpenAPIAggregator:
         return merged
 
     async def handle_v2(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.v2(), content_type="application/json")
+        return v2_response(request, self.v2(), self._v2_encodings)
 
     async def handle_v3(self, request: web.Request, local_index: Callable[[], Awaitable[bytes | None]]
                         ) -> web.Response | None:

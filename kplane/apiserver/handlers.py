@@ -260,6 +260,7 @@ class ResourceHandler:
 
 
 _SHARED_READS: dict[type, bool] = {}
+_SHARED_METHODS = ("get", "list", "watch", "view", "_convert_event")
 
 
 def _shared_reads(reg: Any) -> bool:
@@ -269,10 +270,10 @@ def _shared_reads(reg: Any) -> bool:
     cls = type(reg)
     ok = _SHARED_READS.get(cls)
     if ok is None:
-        ok = isinstance(reg, Registry) and all(
-            getattr(cls, m) is getattr(Registry, m) for m in ("get", "list", "watch", "view", "_convert_event"))
+        ok = isinstance(reg, Registry) and all(getattr(cls, m) is getattr(Registry, m) for m in _SHARED_METHODS)
         _SHARED_READS[cls] = ok
-    return ok
+    # A method replaced on the instance (a wrapper hook) is called as before too.
+    return ok and not any(m in reg.__dict__ for m in _SHARED_METHODS)
 
 
 def _patch_types(reg: Registry) -> list[str]:

@@ -10,8 +10,19 @@ import orjson
 from aiohttp import web
 
 from kplane.apimachinery import errors
-from kplane.apiserver import openapi
+from kplane.apiserver import openapi, openapi_proto
 from kplane.apiserver.server import GenericAPIServer
+
+
+def v2_response(request: web.Request, doc_json: bytes, encodings: openapi_proto.Encodings) -> web.Response:
+    """/openapi/v2 as JSON or, when the client asks for it, gnostic protobuf; ETag/304 as upstream."""
+    headers = {"ETag": encodings.etag(doc_json), "Vary": "Accept"}
+    if request.headers.get("If-None-Match") == headers["ETag"]:
+        return web.Response(status=304, headers=headers)
+    if openapi_proto.wants_protobuf(request.headers.get("Accept", "")):
+        headers["Content-Type"] = openapi_proto.CONTENT_TYPE
+        return web.Response(body=encodings.proto(doc_json), headers=headers)
+    return web.Response(body=doc_json, content_type="application/json", headers=headers)
 
 
 class OpenAPIService:
@@ -20,6 +31,7 @@ class OpenAPIService:
         self._v2: bytes | None = None
         self._v3_docs: dict[str, bytes] | None = None
         self._v3_index: bytes | None = None
+        self._v2_encodings = openapi_proto.Encodings()
         server.on_defs_changed.append(self.invalidate)
 
     def invalidate(self) -> None:
@@ -47,7 +59,7 @@ class OpenAPIService:
         return self._v3_index
 
     async def handle_v2(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.v2(), content_type="application/json")
+        return v2_response(request, self.v2(), self._v2_encodings)
 
     async def handle_v3(self, request: web.Request) -> web.Response:
         path = request.path.rstrip("/")

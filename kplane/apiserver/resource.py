@@ -8,8 +8,9 @@ all ResourceDefs.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kplane.apimachinery.errors import Cause
 
@@ -85,6 +86,11 @@ class ResourceDef:
     # object of this version into the stored form, from_storage the reverse.
     to_storage: Callable[[Obj], Obj] | None = None
     from_storage: Callable[[Obj], Obj] | None = None
+    # Converters that do I/O (a CRD's conversion webhook): coroutine functions over a batch
+    # of objects, awaited by the registry instead of the two above. Types without them
+    # keep the registry's synchronous path.
+    async_to_storage: Callable[[list[Obj]], Awaitable[list[Obj]]] | None = None
+    async_from_storage: Callable[[list[Obj]], Awaitable[list[Obj]]] | None = None
 
     def __post_init__(self) -> None:
         if not self.singular:

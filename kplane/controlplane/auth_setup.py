@@ -54,8 +54,9 @@ class AuthSetup:
 
     async def start(self) -> None:
         await reconcile_bootstrap_policy(self.server)
+        # Idempotent (updates carry the resourceVersion read); the watching controller,
+        # self.aggregation.start(), is started by the caller on the elected replica.
         await self.aggregation.sync_all()
-        self.aggregation.start()
         self.bootstrapped.set()
 
     async def stop(self) -> None:

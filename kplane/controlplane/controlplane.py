@@ -19,6 +19,7 @@ from kplane.controlplane.audit_setup import install_audit
 from kplane.controlplane.auth_setup import install_auth
 from kplane.controlplane.crd import install_crds
 from kplane.controlplane.defaults import ServiceAccountController, ensure_kubernetes_service
+from kplane.controlplane.leaderelection import LEASE_NAME, AlwaysLeader, LeaderElector, default_identity
 from kplane.controlplane.namespaces import NamespaceController, ensure_default_namespaces, install_lifecycle
 from kplane.controlplane.pki import PKI, ensure_pki, write_kubeconfig
 from kplane.controlplane.serviceip import ClusterIPAllocator
@@ -48,6 +49,12 @@ class Options:
     etcd_certfile: str = ""
     etcd_keyfile: str = ""
     etcd_compaction_interval: float = 300.0  # seconds; 0 disables kplane's compactor
+    event_ttl: float = 3600.0  # seconds events are kept (etcd: through a lease); 0 keeps them
+    # Leader election among replicas for the controllers that must run once (etcd only).
+    leader_elect: bool = True
+    leader_elect_lease_duration: float = 15.0
+    leader_elect_renew_deadline: float = 10.0
+    leader_elect_retry_period: float = 2.0
     # Authentication and authorization (see controlplane/auth_setup.py).
     token_auth_file: str = ""
     authorization_mode: list[str] = field(default_factory=lambda: ["RBAC"])
@@ -93,6 +100,7 @@ class ControlPlane:
         self.namespace_controller = NamespaceController(self.server)
         self.serviceaccount_controller = ServiceAccountController(self.server)
         self.crds = install_crds(self)
+        self.leader = self._gate_controllers()
         self.audit = install_audit(self.server, options, self.aggregator)
         self.ssl_context = serving_ssl_context(pki)
 
@@ -103,11 +111,38 @@ class ControlPlane:
                                         self.options.bind_address, self.options.secure_port)
         await self.auth.start()
         await self.aggregator.start()
-        self.namespace_controller.start()
-        self.serviceaccount_controller.start()
         await self.crds.start()
+        await self.leader.start()  # a lone replica leads (and its controllers start) before this returns
+
+    def _gate_controllers(self) -> AlwaysLeader | LeaderElector:
+        """The controllers that must run once among replicas: started on the replica that holds the
+        kube-system/kplane-controllers Lease, stopped when it loses it. One process on its own SQLite
+        needs no election."""
+        o = self.options
+        if o.storage == "sqlite" or not o.leader_elect:
+            leader: AlwaysLeader | LeaderElector = AlwaysLeader()
+        else:
+            try:
+                leader = LeaderElector(self.server.registry("coordination.k8s.io", "v1", "leases"), LEASE_NAME,
+                                       identity=default_identity(o.secure_port),
+                                       lease_duration=o.leader_elect_lease_duration,
+                                       renew_deadline=o.leader_elect_renew_deadline,
+                                       retry_period=o.leader_elect_retry_period)
+            except ValueError as e:
+                raise SystemExit(f"kplane: --leader-elect-*: {e}") from None
+        leader.add("namespace-controller", self.namespace_controller.start, self.namespace_controller.stop)
+        leader.add("serviceaccount-controller", self.serviceaccount_controller.start,
+                   self.serviceaccount_controller.stop)
+        leader.add("clusterrole-aggregation-controller", self.auth.aggregation.start, self.auth.aggregation.stop)
+        availability = self.aggregator.availability
+        leader.add("apiservice-availability-controller", availability.start, availability.stop)
+        # Every replica serves every CRD; only the leader writes their status and finalizes them.
+        self.crds.controller.may_write = leader.is_leader
+        leader.add("crd-controller-writes", self.crds.controller.requeue_all, None)
+        return leader
 
     async def stop(self) -> None:
+        await self.leader.stop()  # stops the controllers, then releases the Lease for the next replica
         await self.crds.stop()
         await self.aggregator.stop()
         await self.namespace_controller.stop()
@@ -148,7 +183,7 @@ async def open_store(options: Options) -> Store:
             raise SystemExit("kplane: --storage etcd is not built yet (see README)") from None
         store = await open_etcd_store(options.etcd_servers, prefix=options.etcd_prefix,
                                       cafile=options.etcd_cafile or None, certfile=options.etcd_certfile or None,
-                                      keyfile=options.etcd_keyfile or None)
+                                      keyfile=options.etcd_keyfile or None, event_ttl=int(options.event_ttl))
         store.start_compactor(options.etcd_compaction_interval)
         return store
     raise SystemExit(f"kplane: unknown --storage {options.storage!r} (sqlite or etcd)")

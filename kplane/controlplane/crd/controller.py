@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from kplane.aggregator.endpoints import EndpointResolver, ResolveError, registry_lookup, registry_slice_lister
 from kplane.apimachinery import errors
 from kplane.apimachinery.meta import now_rfc3339
 from kplane.apiserver.registry import ListOptions, Registry, WriteOptions
@@ -68,13 +70,16 @@ class CRDController:
         self.server = server
         self.registry = registry
         self.aggregator = aggregator
-        self.converter = Converter(self._endpoint)
+        resolver = EndpointResolver(registry_lookup(server), registry_slice_lister(server))
+        self.converter = Converter(lambda ns, name, port: _endpoint(resolver, ns, name, port))
         # CRD name -> (fingerprint, defs installed)
         self.served: dict[str, tuple[bytes, list[ResourceDef]]] = {}
         self.apiservices: dict[str, set[tuple[str, str]]] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._deleting: set[str] = set()
+        # Every replica serves every CRD; only the leader writes status and finalizes (see leaderelection.py).
+        self.may_write: Callable[[], bool] = lambda: True
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -94,6 +99,7 @@ class CRDController:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+        await self.converter.close()
 
     async def _watch(self, rv: str) -> None:
         while True:
@@ -121,6 +127,12 @@ class CRDController:
                 self._queue.put_nowait(crd["metadata"]["name"])
             for name in list(self.served):
                 self._queue.put_nowait(name)
+
+    def requeue_all(self) -> None:
+        """Reconcile every CRD again (a replica that just became leader writes what it skipped)."""
+        entries, _, _ = self.registry.cacher.list(self.registry.rdef.key_prefix())
+        for _, crd in entries:
+            self._queue.put_nowait(crd["metadata"]["name"])
 
     def _crds_in_group(self, group: str | None) -> list[str]:
         if not group:
@@ -157,7 +169,9 @@ class CRDController:
             await self._unserve(name)
             return
         if crd["metadata"].get("deletionTimestamp"):
-            if name not in self._deleting:
+            for reg in self.registries_of(name):
+                reg.terminating = True
+            if name not in self._deleting and self.may_write():
                 self._deleting.add(name)
                 asyncio.ensure_future(self._finalize(name))
             return
@@ -179,7 +193,7 @@ class CRDController:
             conditions = set_condition(conditions, "Established", "True", "InitialNamesAccepted",
                                        "the initial names have been accepted")
             new_status["conditions"] = conditions
-        if new_status != status:
+        if new_status != status and self.may_write():
             await self._write_status(name, new_status)
 
     def _accept_names(self, crd: Obj) -> tuple[Obj, tuple[str, str, str]]:
@@ -391,18 +405,11 @@ class CRDController:
 
         await self.registry.patch("", name, mutate, WriteOptions(subresource="status", field_manager=MANAGER))
 
-    # ---- conversion webhooks addressed by service ----------------------------------------------------
 
-    def _endpoint(self, namespace: str, name: str) -> tuple[str, int] | None:
-        endpoints = self.server.registries.get(("", "v1", "endpoints"))
-        if endpoints is None:
-            return None
-        hit = endpoints.cacher.get(endpoints.rdef.key(namespace, name))
-        if hit is None:
-            return None
-        for subset in hit[1].get("subsets") or []:
-            addresses = subset.get("addresses") or []
-            ports = subset.get("ports") or []
-            if addresses and ports:
-                return addresses[0].get("ip", ""), int(ports[0].get("port", 443))
-        return None
+def _endpoint(resolver: EndpointResolver, namespace: str, name: str, port: int) -> tuple[str, int]:
+    """A ready endpoint of a conversion webhook's service (the Service's port mapped to the endpoint's)."""
+    try:
+        ep = resolver.resolve(namespace, name, port)
+    except ResolveError as e:
+        raise ValueError(str(e)) from None
+    return ep.host, ep.port

@@ -17,6 +17,7 @@ from kplane.apiserver.registry import Registry, WriteOptions
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.crd import schema as structural
 from kplane.controlplane.crd.cel import Validator, has_rules
+from kplane.controlplane.crd.conversion import is_webhook
 from kplane.controlplane.types.printing import AGE_DOC, name_column
 
 _META_SCHEMA = {"type": "object"}
@@ -177,8 +178,11 @@ def build_defs(crd: Obj, converter: Any) -> list[tuple[ResourceDef, Obj | None, 
         subresources = [s for s in ("status", "scale") if isinstance(subs.get(s), dict)]
         cel_validator = Validator(schema) if has_rules(schema) else None
         validate_create, validate_update = _validators(schema, cel_validator)
-        to_storage = from_storage = None
-        if vname != storage:
+        to_storage = from_storage = async_to_storage = async_from_storage = None
+        if vname != storage and is_webhook(crd):
+            async_to_storage = converter.webhook_to_version(crd, f"{group}/{storage}")
+            async_from_storage = converter.webhook_to_version(crd, f"{group}/{vname}")
+        elif vname != storage:
             to_storage = converter.to_version(crd, f"{group}/{storage}")
             from_storage = converter.to_version(crd, f"{group}/{vname}")
         rdef = ResourceDef(
@@ -192,6 +196,7 @@ def build_defs(crd: Obj, converter: Any) -> list[tuple[ResourceDef, Obj | None, 
                              for f in v.get("selectableFields") or [] if f.get("jsonPath")},
             validate_create=validate_create, validate_update=validate_update,
             to_storage=to_storage, from_storage=from_storage,
+            async_to_storage=async_to_storage, async_from_storage=async_from_storage,
         )
         rdef.crd_scale = subs.get("scale") if isinstance(subs.get("scale"), dict) else None  # type: ignore[attr-defined]
         rdef.crd_name = crd["metadata"]["name"]  # type: ignore[attr-defined]
