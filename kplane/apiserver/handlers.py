@@ -68,19 +68,14 @@ class ResourceHandler:
             raise errors.method_not_allowed()
         if verb == "get":
             rv = query.get("resourceVersion", "")
-            if _shared_reads(reg):  # the response only serializes it: no private copy needed
-                obj = await reg.get(namespace, info.name, rv, shared=True)
-            else:
-                obj = await reg.get(namespace, info.name, rv)
+            # The response only serializes the object: the cache's own copy will do.
+            obj = await reg.get(namespace, info.name, rv, shared=True)
             return self._object_response(reg, obj, choice)
         if verb in ("list", "watch"):
             opts = _list_options(reg, query)
             if verb == "watch":
                 return await self._watch(request, reg, namespace, opts, choice)
-            if _shared_reads(reg):
-                result = await reg.list(namespace, opts, shared=True)
-            else:
-                result = await reg.list(namespace, opts)
+            result = await reg.list(namespace, opts, shared=True)
             return self._list_response(reg, result, choice, query)
         wopts = _write_options(request, info)
         if verb == "create":
@@ -167,11 +162,8 @@ class ResourceHandler:
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         first_table = True
-        if _shared_reads(reg):
-            stream = reg.watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events,
-                               shared=True)
-        else:
-            stream = reg.watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events)
+        stream = reg.watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events,
+                           shared=True)
         try:
             async with asyncio.timeout(timeout):
                 async for ev in stream:
@@ -257,23 +249,6 @@ class ResourceHandler:
 
 
 # ---- request parsing ----------------------------------------------------
-
-
-_SHARED_READS: dict[type, bool] = {}
-_SHARED_METHODS = ("get", "list", "watch", "view", "_convert_event")
-
-
-def _shared_reads(reg: Any) -> bool:
-    """Whether `reg` reads through the generic Registry's get/list/watch, which can hand out
-    the watch cache's objects without copying (`shared=True`); a subclass overriding them
-    (or a registry of another type) is called as before."""
-    cls = type(reg)
-    ok = _SHARED_READS.get(cls)
-    if ok is None:
-        ok = isinstance(reg, Registry) and all(getattr(cls, m) is getattr(Registry, m) for m in _SHARED_METHODS)
-        _SHARED_READS[cls] = ok
-    # A method replaced on the instance (a wrapper hook) is called as before too.
-    return ok and not any(m in reg.__dict__ for m in _SHARED_METHODS)
 
 
 def _patch_types(reg: Registry) -> list[str]:

@@ -173,7 +173,7 @@ def _named_map(encode: Callable[[Any], bytes | None]) -> Callable[[Any], bytes |
 # ---- Any: the value as YAML --------------------------------------------------------------------
 
 # Characters YAML does not allow raw (or reads as line breaks) are written as \u escapes.
-_NOT_YAML_PRINTABLE = re.compile("[\x7f-\x84\x86-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
+_NOT_YAML_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
 
 
 def yaml_text(value: Any) -> str:

@@ -34,12 +34,12 @@ class VirtualRegistry:
             raise errors.bad_request("the body of the request must be a JSON object")
         return await self.create_fn(namespace, obj, opts)
 
-    async def get(self, namespace: str, name: str, resource_version: str = "") -> Obj:
+    async def get(self, namespace: str, name: str, resource_version: str = "", *, shared: bool = False) -> Obj:
         if self.get_fn is None:
             raise errors.method_not_allowed()
         return await self.get_fn(namespace, name)
 
-    async def list(self, namespace: str, opts: ListOptions) -> ListResult:
+    async def list(self, namespace: str, opts: ListOptions, *, shared: bool = False) -> ListResult:
         if self.list_fn is None:
             raise errors.method_not_allowed()
         items = await self.list_fn(namespace)
