@@ -31,6 +31,7 @@ DELETE_OPTIONS = META + "DeleteOptions"
 WATCH_EVENT = META + "WatchEvent"
 PATCH = META + "Patch"
 API_RESOURCE_LIST = META + "APIResourceList"
+SCALE = "io.k8s.api.autoscaling.v1.Scale"  # the body of every /scale subresource
 
 _CONVENTIONS = "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md"
 _API_VERSION_DOC = (
@@ -345,7 +346,40 @@ def _definitions(defs: list[ResourceDef], prefix: str,
         out[schema_name(rdef)] = convert(_kind_schema(rdef, prefix))
         if "/" not in rdef.plural:
             out[schema_name(rdef) + "List"] = _list_schema(rdef, prefix)
+    if any("scale" in d.subresources for d in defs):
+        out.update(_scale_schemas(prefix))
     return dict(sorted(out.items()))
+
+
+def _scale_schemas(prefix: str) -> dict[str, Schema]:
+    """autoscaling/v1 Scale, ScaleSpec and ScaleStatus as kube-apiserver publishes them."""
+    spec_doc = f"spec defines the behavior of the scale. More info: {_CONVENTIONS}#spec-and-status."
+    status_doc = f"status is the current status of the scale. More info: {_CONVENTIONS}#spec-and-status. Read-only."
+    replicas = {"format": "int32", "type": "integer"}
+    return {
+        SCALE: {"description": "Scale represents a scaling request for a resource.", "type": "object",
+                "properties": {"apiVersion": _string(_API_VERSION_DOC), "kind": _string(_KIND_DOC),
+                               "metadata": _meta_ref(prefix, OBJECT_META, "Standard object metadata; More info: "
+                                                     f"{_CONVENTIONS}#metadata."),
+                               "spec": _meta_ref(prefix, SCALE + "Spec", spec_doc),
+                               "status": _meta_ref(prefix, SCALE + "Status", status_doc)},
+                "x-kubernetes-group-version-kind": [_gvk("autoscaling", "v1", "Scale")]},
+        SCALE + "Spec": {"description": "ScaleSpec describes the attributes of a scale subresource.", "type": "object",
+                         "properties": {"replicas": {"description": "replicas is the desired number of instances "
+                                                     "for the scaled object.", **replicas}}},
+        SCALE + "Status": {
+            "description": "ScaleStatus represents the current status of a scale subresource.", "type": "object",
+            "properties": {
+                "replicas": {"description": "replicas is the actual number of observed instances of the scaled "
+                                            "object.", **replicas},
+                "selector": _string("selector is the label query over pods that should match the replicas count. "
+                                    "This is same as the label selector but in the string format to avoid "
+                                    "introspection by clients. The string will be in the same format as the "
+                                    "query-param syntax. More info about label selectors: "
+                                    "https://kubernetes.io/docs/concepts/overview/working-with-objects/"
+                                    "labels#label-selectors")},
+            "required": ["replicas"]},
+    }
 
 
 # ---- parameters -------------------------------------------------------------------------------
@@ -613,6 +647,9 @@ class _Paths:
                          prefix: str, scoped: str, gvk: dict[str, str]) -> None:
         name, kind, title = schema_name(rdef), rdef.kind, sub[:1].upper() + sub[1:]
         path, common = f"{item}/{sub}", {"rdef": rdef, "gvk": gvk, "response": schema_name(rdef)}
+        if sub == "scale":  # reads and writes an autoscaling/v1 Scale, not the object
+            name = SCALE
+            common.update(gvk=_gvk("autoscaling", "v1", "Scale"), response=SCALE)
         if sub == "finalize":
             # Upstream serves only PUT on a namespace's /finalize.
             self.add(path, "put", self.operation(

@@ -116,8 +116,7 @@ def test_remote_apiservice_wins_over_crd(kubectl: Kubectl, backend: int) -> None
     listed = json.loads(kubectl("get", "--raw", f"/apis/{GROUP}/v1beta1/namespaces/default/flunders"))
     assert listed["apiVersion"] == f"{GROUP}/v1beta1"
     assert [i["metadata"]["name"] for i in listed["items"]] == ["local"]
-    # Discovery lists both versions of the group, the remote one first by versionPriority? No: by
-    # kube-aware version order within the group's APIServices' priorities (100 > 15: v1beta1 preferred).
+    # Discovery merges both APIServices of the group, ordered by versionPriority (100 > 15).
     groups = json.loads(kubectl("get", "--raw", "/apis"))
     wardle = next(g for g in groups["groups"] if g["name"] == GROUP)
     assert [v["version"] for v in wardle["versions"]] == ["v1beta1", "v1alpha1"]

@@ -262,3 +262,41 @@ def test_printer_columns() -> None:
     assert cells[:3] == ["x", "* * * * */5", 2]
     assert cells[3].endswith("y") and cells[4] is None
     assert [c.priority for c in cols] == [0, 0, 0, 0, 1]
+
+
+def test_openapi_scale_subresource_is_autoscaling_v1_scale() -> None:
+    from kplane.apiserver.openapi import openapi_v2, openapi_v3_document
+    from kplane.controlplane.crd.conversion import Converter
+    from kplane.controlplane.crd.serving import build_defs
+
+    crd = {"metadata": {"name": "crontabs.stable.example.com"},
+           "spec": {"group": "stable.example.com", "scope": "Namespaced",
+                    "names": {"plural": "crontabs", "kind": "CronTab"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas",
+                                                                           "statusReplicasPath": ".status.replicas"}},
+                                  "schema": {"openAPIV3Schema": {"type": "object"}}}]}}
+    defs = [d for d, _, _ in build_defs(crd, Converter())]
+    v3 = openapi_v3_document(defs)
+    path = v3["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}/scale"]
+    ref = {"$ref": "#/components/schemas/io.k8s.api.autoscaling.v1.Scale"}
+    assert path["get"]["operationId"] == "readStableExampleComV1NamespacedCronTabScale"
+    assert path["get"]["responses"]["200"]["content"]["application/json"]["schema"] == ref
+    assert path["put"]["requestBody"]["content"]["application/json"]["schema"] == ref
+    assert path["patch"]["x-kubernetes-group-version-kind"] == {"group": "autoscaling", "kind": "Scale",
+                                                                 "version": "v1"}
+    schemas = v3["components"]["schemas"]
+    assert schemas["io.k8s.api.autoscaling.v1.Scale"]["x-kubernetes-group-version-kind"] == [
+        {"group": "autoscaling", "kind": "Scale", "version": "v1"}]
+    assert schemas["io.k8s.api.autoscaling.v1.Scale"]["properties"]["spec"]["allOf"] == [
+        {"$ref": "#/components/schemas/io.k8s.api.autoscaling.v1.ScaleSpec"}]
+    assert schemas["io.k8s.api.autoscaling.v1.ScaleStatus"]["required"] == ["replicas"]
+    # /status still reads and writes the custom resource itself.
+    status = v3["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}/status"]
+    assert status["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/com.example.stable.v1.CronTab"}
+    v2 = openapi_v2(defs, "v1.32.0")
+    scale = v2["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}/scale"]
+    assert scale["get"]["responses"]["200"]["schema"] == {"$ref": "#/definitions/io.k8s.api.autoscaling.v1.Scale"}
+    assert v2["definitions"]["io.k8s.api.autoscaling.v1.Scale"]["properties"]["spec"]["$ref"] == \
+        "#/definitions/io.k8s.api.autoscaling.v1.ScaleSpec"
