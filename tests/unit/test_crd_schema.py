@@ -300,3 +300,47 @@ def test_openapi_scale_subresource_is_autoscaling_v1_scale() -> None:
     assert scale["get"]["responses"]["200"]["schema"] == {"$ref": "#/definitions/io.k8s.api.autoscaling.v1.Scale"}
     assert v2["definitions"]["io.k8s.api.autoscaling.v1.Scale"]["properties"]["spec"]["$ref"] == \
         "#/definitions/io.k8s.api.autoscaling.v1.ScaleSpec"
+
+
+@pytest.mark.parametrize("rule", [
+    "self.s.find('[0-9]+') == '123'",
+    "self.s.findAll('[0-9]+') == ['123', '45']",
+    "self.s.findAll('[0-9]+', 1) == ['123']",
+    "isURL(self.u) && url(self.u).getScheme() == 'https' && url(self.u).getHostname() == 'example.com'",
+    "url(self.u).getPort() == '8443' && url(self.u).getEscapedPath() == '/a/b'",
+    "url(self.u).getQuery()['k'] == ['v']",
+    "!isURL('not a url')",
+    "isIP(self.ip) && ip(self.ip).family() == 4 && ip('::1').isLoopback() && !isIP('10.0.0.0/8')",
+    "ip(self.ip).isGlobalUnicast() && ip('169.254.1.1').isLinkLocalUnicast()",
+    "cidr(self.net).containsIP(self.ip) && cidr(self.net).prefixLength() == 16",
+    "cidr(self.net).containsCIDR('10.1.2.0/24') && !cidr(self.net).containsCIDR('10.0.0.0/8')",
+    "cidr('10.1.2.3/16').masked() == '10.1.0.0/16' && cidr('10.1.2.3/16').ip() == ip('10.1.2.3')",
+    "isCIDR(self.net) && !isCIDR('10.1.0.0')",
+    "[1, 2, 3].isSorted() && [1, 2, 3].sum() == 6",
+])
+def test_cel_kubernetes_libraries(rule: str) -> None:
+    schema = object_schema({"type": "object", "x-kubernetes-validations": [{"rule": rule}], "properties": {
+        "s": {"type": "string"}, "u": {"type": "string"}, "ip": {"type": "string"}, "net": {"type": "string"}}})
+    obj = {"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "a"}, "s": "abc123def45",
+           "u": "https://example.com:8443/a/b?k=v", "ip": "10.1.2.3", "net": "10.1.0.0/16"}
+    assert compile_schema(schema) == []
+    assert Validator(schema).validate(obj) == []
+
+
+def test_cel_runtime_budget_and_rule_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kplane.controlplane.crd import cel as cel_module
+
+    schema = object_schema({"type": "object", "properties": {
+        "a": {"type": "object", "x-kubernetes-validations": [{"rule": "true"}]},
+        "b": {"type": "object", "x-kubernetes-validations": [{"rule": "1 == 2"}]}}})
+    obj = {"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "a"}, "a": {}, "b": {}}
+    validator = Validator(schema)
+    assert [c.field for c in validator.validate(obj)] == ["b"]
+    monkeypatch.setattr(cel_module, "RUNTIME_BUDGET_SECONDS", -1.0)  # spent before the first rule
+    causes = validator.validate(obj)
+    assert [(c.field, c.message) for c in causes] == [
+        ("a", 'Invalid value: "object": validation failed due to running out of cost budget, '
+              "no further validation rules will be run")]
+    too_long = {"type": "object", "x-kubernetes-validations": [{"rule": "true" + " && true" * 3000}]}
+    assert compile_schema(too_long) == [("openAPIV3Schema.x-kubernetes-validations[0].rule",
+                                         "Too long: may not be more than 16384 bytes")]

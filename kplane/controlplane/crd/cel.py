@@ -12,11 +12,20 @@ extension libraries). Semantics follow apiextensions-apiserver:
 - The failure message is `message`, else the string `messageExpression`
   yields, else `failed rule: <rule>`; `reason` picks the cause type and
   `fieldPath` (relative, `.a.b` or `['a']`) extends the reported path.
+- Cost: upstream meters each request's rules against a runtime cost budget.
+  The evaluator here has no cost meter, so the budget is wall-clock time
+  (RUNTIME_BUDGET_SECONDS per validated object): once spent, the next node
+  with rules reports upstream's "running out of cost budget" error and no
+  further rules run. Rules longer than MAX_RULE_LENGTH are refused when the
+  CRD is validated. There is no static cost estimate (maxItems/maxLength).
+- Libraries: cel.stdlib (strings, math, lists, sets, ...) plus cel_libs
+  (regex find/findAll, url, ip, cidr); no quantity or format.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +33,7 @@ import cel
 from cel import stdlib as cel_stdlib
 
 from kplane.apimachinery.errors import Cause, field_duplicate, field_forbidden, field_invalid, field_required
+from kplane.controlplane.crd.cel_libs import FUNCTIONS as K8S_FUNCTIONS
 from kplane.controlplane.crd.schema import child, index
 
 Schema = dict[str, Any]
@@ -39,6 +49,9 @@ _CORE_FUNCTIONS = {
 _MACRO_VAR_RE = re.compile(r"\.\s*(?:all|exists|exists_one|existsOne|map|filter|transformList|transformMap)"
                            r"\s*\(\s*([A-Za-z_]\w*)")
 _REASONS = ("FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate")
+RUNTIME_BUDGET_SECONDS = 1.0
+MAX_RULE_LENGTH = 16 * 1024
+OUT_OF_BUDGET = "validation failed due to running out of cost budget, no further validation rules will be run"
 
 
 class RuleCompileError(ValueError):
@@ -67,6 +80,8 @@ def _context(variables: dict[str, Any], stdlib: bool) -> Any:
     if stdlib:
         cel_stdlib.add_stdlib_to_context(ctx)
         ctx.add_function("isSorted", _is_sorted)
+        for name, fn in K8S_FUNCTIONS.items():
+            ctx.add_function(name, fn)
     return ctx
 
 
@@ -74,6 +89,8 @@ def compile_rule(rule: Any) -> Rule:
     if not isinstance(rule, dict) or not isinstance(rule.get("rule"), str) or not rule["rule"].strip():
         raise RuleCompileError("rule: Required value")
     source = rule["rule"]
+    if len(source) > MAX_RULE_LENGTH:
+        raise RuleCompileError(f"Too long: may not be more than {MAX_RULE_LENGTH} bytes")
     try:
         program = cel.compile(source)
     except Exception as e:  # noqa: BLE001 - the library reports parse errors as several exception types
@@ -138,6 +155,9 @@ class Validator:
         self.schema = schema
         self._rules: dict[int, list[Rule]] = {}
         self._compile(schema)
+        # Per validate() call (evaluation never awaits, so one call runs at a time).
+        self._deadline = 0.0
+        self._exhausted = False
 
     def _compile(self, schema: Any) -> None:
         if not isinstance(schema, dict):
@@ -158,6 +178,7 @@ class Validator:
     def validate(self, obj: Any, old: Any = None) -> list[Cause]:
         causes: list[Cause] = []
         if self._rules:
+            self._deadline, self._exhausted = time.perf_counter() + RUNTIME_BUDGET_SECONDS, False
             root_self = _root_view(obj)
             root_old = _root_view(old) if old is not None else None
             self._walk(root_self, root_old, old is not None, self.schema, "", causes, obj, old)
@@ -165,10 +186,14 @@ class Validator:
 
     def _walk(self, value: Any, old: Any, has_old: bool, schema: Any, path: str, causes: list[Cause],
               raw: Any, raw_old: Any) -> None:
-        if not isinstance(schema, dict) or value is None:
+        if not isinstance(schema, dict) or value is None or self._exhausted:
             return
         rules = self._rules.get(id(schema))
         if rules:
+            if time.perf_counter() > self._deadline:
+                causes.append(field_invalid(path, schema.get("type") or "object", OUT_OF_BUDGET))
+                self._exhausted = True
+                return
             for rule in rules:
                 self._evaluate(rule, value, old, has_old, path, causes)
         if isinstance(raw, dict):
