@@ -156,6 +156,11 @@ def field_invalid(path: str, value: Any, detail: str) -> Cause:
     return Cause("FieldValueInvalid", f"Invalid value: {_render(value)}: {detail}", path)
 
 
+def field_type_invalid(path: str, value: Any, detail: str) -> Cause:
+    """field.TypeInvalid: apiextensions reports schema type mismatches with it."""
+    return Cause("FieldValueTypeInvalid", f"Invalid value: {_render(value)}: {detail}", path)
+
+
 def field_not_supported(path: str, value: Any, supported: list[str]) -> Cause:
     sup = ", ".join(f'"{s}"' for s in supported)
     return Cause("FieldValueNotSupported", f"Unsupported value: {_render(value)}: supported values: {sup}", path)

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from kplane.apimachinery.errors import Cause, field_invalid, field_not_supported, field_required
+from kplane.apimachinery import structural
+from kplane.apimachinery.errors import Cause
 
 Schema = dict[str, Any]
 
@@ -196,154 +196,21 @@ def with_object_default(schema: Schema) -> Schema:
     return schema
 
 
-# ---- defaulting -----------------------------------------------------------
+# ---- defaulting and validation ----------------------------------------------
+# One structural-schema engine serves CRDs and SDK resources (apimachinery/structural.py).
 
 
 def apply_defaults(obj: Any, schema: Schema | None) -> None:
     """Set missing properties that have a default, recursively (structural defaulting)."""
-    if not schema or obj is None:
-        return
-    if isinstance(obj, dict):
-        props = schema.get("properties")
-        if props:
-            for key, sub in props.items():
-                if key not in obj and "default" in sub:
-                    obj[key] = copy.deepcopy(sub["default"])
-                if key in obj:
-                    apply_defaults(obj[key], sub)
-        additional = schema.get("additionalProperties")
-        if isinstance(additional, dict):
-            for key, value in obj.items():
-                if not props or key not in props:
-                    apply_defaults(value, additional)
-    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
-        for item in obj:
-            apply_defaults(item, schema["items"])
+    structural.apply_defaults(obj, schema)
 
 
-# ---- validation -----------------------------------------------------------
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _type_ok(value: Any, want: str) -> bool:
-    have = _json_type(value)
-    if want == "number":
-        return have in ("number", "integer")
-    if want == "integer" and have == "number":
-        return float(value).is_integer()
-    return have == want
-
-
-def _num(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
-def type_invalid(path: str, value: Any, detail: str) -> Cause:
-    from kplane.apimachinery.errors import _render
-
-    return Cause("FieldValueTypeInvalid", f"Invalid value: {_render(value)}: {detail}", path)
-
-
-def validate(obj: Any, schema: Schema | None, path: str) -> list[Cause]:
-    """Causes for every way `obj` breaks `schema` (OpenAPI v3 subset used by structural schemas)."""
-    if not schema:
-        return []
-    causes: list[Cause] = []
-    want = schema.get("type")
-    if obj is None:
-        if schema.get("nullable") or not want:
-            return []
-        return [type_invalid(path, "null", f'{path} in body must be of type {want}: "null"')]
-    if want and not _type_ok(obj, want):
-        return [type_invalid(path, obj, f'{path} in body must be of type {want}: "{_json_type(obj)}"')]
-    if "enum" in schema and obj not in schema["enum"]:
-        causes.append(field_not_supported(path, obj, [v if isinstance(v, str) else _num(v)
-                                                      for v in schema["enum"]]))
-    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        if "minimum" in schema and obj < schema["minimum"]:
-            causes.append(field_invalid(path, obj, f"{path} in body should be greater than or equal to "
-                                                   f"{_num(schema['minimum'])}"))
-        if "maximum" in schema and obj > schema["maximum"]:
-            causes.append(field_invalid(path, obj, f"{path} in body should be less than or equal to "
-                                                   f"{_num(schema['maximum'])}"))
-    if isinstance(obj, str):
-        if "minLength" in schema and len(obj) < schema["minLength"]:
-            causes.append(field_invalid(path, obj, f"{path} in body should be at least {schema['minLength']} "
-                                                   f"chars long"))
-        if "maxLength" in schema and len(obj) > schema["maxLength"]:
-            causes.append(Cause("FieldValueTooLong", f"Too long: may not be more than {schema['maxLength']} "
-                                                     f"bytes", path))
-        if schema.get("pattern") and not re.search(schema["pattern"], obj):
-            causes.append(field_invalid(path, obj, f"{path} in body should match '{schema['pattern']}'"))
-    if isinstance(obj, list):
-        if "minItems" in schema and len(obj) < schema["minItems"]:
-            causes.append(field_invalid(path, obj,
-                                        f"{path} in body should have at least {schema['minItems']} "
-                                                   f"items"))
-        if "maxItems" in schema and len(obj) > schema["maxItems"]:
-            causes.append(Cause("FieldValueTooMany", f"Too many: {len(obj)}: must have at most "
-                                                     f"{schema['maxItems']} items", path))
-        items = schema.get("items")
-        if isinstance(items, dict):
-            for i, item in enumerate(obj):
-                causes += validate(item, items, f"{path}[{i}]")
-        if schema.get("x-kubernetes-list-type") == "set":
-            seen: list[Any] = []
-            for i, item in enumerate(obj):
-                if item in seen:
-                    causes.append(Cause("FieldValueDuplicate", f"Duplicate value: {_render_any(item)}",
-                                        f"{path}[{i}]"))
-                seen.append(item)
-    if isinstance(obj, dict):
-        props = schema.get("properties") or {}
-        for req in schema.get("required") or []:
-            if req not in obj:
-                causes.append(field_required(_join(path, req)))
-        for key, value in obj.items():
-            if key in props:
-                causes += validate(value, props[key], _join(path, key))
-            elif isinstance(schema.get("additionalProperties"), dict):
-                causes += validate(value, schema["additionalProperties"], _join(path, key))
-    return causes
-
-
-def _render_any(value: Any) -> str:
-    from kplane.apimachinery.errors import _render
-
-    return _render(value)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+_TYPE_META = ("apiVersion", "kind", "metadata")
 
 
 def validate_object(obj: dict[str, Any], schema: Schema) -> list[Cause]:
     """Validate everything but apiVersion/kind/metadata (the registry checks those)."""
-    props = schema.get("properties") or {}
-    causes: list[Cause] = []
-    for req in schema.get("required") or []:
-        if req not in obj and req not in ("apiVersion", "kind", "metadata"):
-            causes.append(field_required(req))
-    for key, value in obj.items():
-        if key in ("apiVersion", "kind", "metadata"):
-            continue
-        if key in props:
-            causes += validate(value, props[key], key)
-    return causes
+    body = {k: v for k, v in obj.items() if k not in _TYPE_META}
+    required = [r for r in schema.get("required") or [] if r not in _TYPE_META]
+    props = {k: v for k, v in (schema.get("properties") or {}).items() if k not in _TYPE_META}
+    return structural.validate(body, {**schema, "properties": props, "required": required})

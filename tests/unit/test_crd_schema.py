@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from kplane.controlplane.crd import schema as structural
+from kplane.apimachinery import structural
 from kplane.controlplane.crd import types
 from kplane.controlplane.crd.cel import Validator, compile_schema
 from kplane.controlplane.crd.serving import columns_for, object_schema

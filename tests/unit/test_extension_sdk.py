@@ -26,7 +26,8 @@ from kplane.extension.register import (
     register,
     service_object,
 )
-from kplane.extension.schema import apply_defaults, object_schema, validate
+from kplane.apimachinery.structural import validate
+from kplane.extension.schema import apply_defaults, object_schema
 from kplane.storage.sqlite import open_sqlite_store
 from kplane.testing import free_port
 
@@ -83,11 +84,11 @@ def test_defaults_and_validation_messages() -> None:
     got = {(c.field, c.type, c.message) for c in causes}
     assert ("spec.item", "FieldValueRequired", "Required value") in got
     assert ("spec.qty", "FieldValueTypeInvalid",
-            'Invalid value: "7": spec.qty in body must be of type integer: "string"') in got
+            'Invalid value: "string": spec.qty in body must be of type integer: "string"') in got
     assert ("spec.color", "FieldValueNotSupported",
             'Unsupported value: "green": supported values: "red", "blue"') in got
     assert ("spec.tags[0]", "FieldValueTypeInvalid",
-            'Invalid value: 1: spec.tags[0] in body must be of type string: "integer"') in got
+            'Invalid value: "integer": spec.tags[0] in body must be of type string: "integer"') in got
     assert ("spec.ship_to.street", "FieldValueRequired", "Required value") in got
     (too_many,) = validate({"item": "x", "qty": 500}, s, "spec")
     assert too_many.message == "Invalid value: 500: spec.qty in body should be less than or equal to 100"

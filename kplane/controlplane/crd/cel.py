@@ -34,7 +34,7 @@ from cel import stdlib as cel_stdlib
 
 from kplane.apimachinery.errors import Cause, field_duplicate, field_forbidden, field_invalid, field_required
 from kplane.controlplane.crd.cel_libs import FUNCTIONS as K8S_FUNCTIONS
-from kplane.controlplane.crd.schema import child, index
+from kplane.apimachinery.structural import child, index
 
 Schema = dict[str, Any]
 

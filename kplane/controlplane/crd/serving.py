@@ -15,7 +15,7 @@ from kplane.apimachinery.jsonpath import compile_path
 from kplane.apimachinery.table import since
 from kplane.apiserver.registry import Registry, WriteOptions
 from kplane.apiserver.resource import Column, Obj, ResourceDef
-from kplane.controlplane.crd import schema as structural
+from kplane.apimachinery import structural
 from kplane.controlplane.crd.cel import Validator, has_rules
 from kplane.controlplane.crd.conversion import is_webhook
 from kplane.controlplane.types.printing import AGE_DOC, name_column

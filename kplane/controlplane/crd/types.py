@@ -9,7 +9,7 @@ from kplane.apimachinery.errors import Cause, field_forbidden, field_invalid, fi
 from kplane.apimachinery.validation import is_dns1035_label, is_dns1123_subdomain
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.crd import cel as celrules
-from kplane.controlplane.crd.schema import validate_structural
+from kplane.apimachinery.structural import validate_structural
 from kplane.controlplane.types.common import CONDITION
 from kplane.controlplane.types.printing import name_column
 from kplane.controlplane.types.schema import array, boolean, integer, kind_schema, obj, string

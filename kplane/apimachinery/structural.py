@@ -1,4 +1,4 @@
-"""Structural schemas of CustomResourceDefinitions: validating, defaulting and
+"""Structural schemas (CustomResourceDefinitions, extension-server resources): validating, defaulting and
 pruning custom resources, and checking that a CRD's own schema is structural.
 
 Field paths and messages follow apiextensions-apiserver (which reports
@@ -24,6 +24,7 @@ from kplane.apimachinery.errors import (
     field_not_supported,
     field_required,
     field_too_long,
+    field_type_invalid,
 )
 
 Schema = dict[str, Any]
@@ -111,12 +112,12 @@ def _validate(value: Any, schema: Schema, path: str, causes: list[Cause], root: 
         if schema.get("nullable") or (not schema.get("type") and not schema.get("x-kubernetes-int-or-string")):
             return
         expected = "integer,string" if schema.get("x-kubernetes-int-or-string") else schema.get("type")
-        causes.append(field_invalid(path, "null", f'{_in_body(path)} must be of type {expected}: "null"'))
+        causes.append(field_type_invalid(path, "null", f'{_in_body(path)} must be of type {expected}: "null"'))
         return
     if not _type_ok(value, schema):
         expected = "integer,string" if schema.get("x-kubernetes-int-or-string") else schema.get("type")
         actual = _type_name(value)
-        causes.append(field_invalid(path, actual, f'{_in_body(path)} must be of type {expected}: "{actual}"'))
+        causes.append(field_type_invalid(path, actual, f'{_in_body(path)} must be of type {expected}: "{actual}"'))
         return
     _validate_combinators(value, schema, path, causes)
     if "enum" in schema and value not in schema["enum"]:
