@@ -33,6 +33,17 @@ def _duration(value: str) -> float:
     return sum(float(n) * scale[u] for n, u in parts)
 
 
+# kube-apiserver flag -> (PKI field it replaces, help)
+_PKI_FLAGS = {
+    "serving_cert": ("--tls-cert-file", "serving certificate"),
+    "serving_key": ("--tls-private-key-file", "serving certificate key"),
+    "front_proxy_client_cert": ("--proxy-client-cert-file", "client certificate the aggregator proxies with"),
+    "front_proxy_client_key": ("--proxy-client-key-file", "key of --proxy-client-cert-file"),
+    "front_proxy_ca_cert": ("--requestheader-client-ca-file",
+                            "CA whose client certificates may assert X-Remote-* identities"),
+}
+
+
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the API server")
     p.add_argument("--data-dir", default=str(Path.home() / ".kplane"), help="state directory (default ~/.kplane)")
@@ -60,6 +71,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
     p.add_argument("--anonymous-auth", default="true", choices=["true", "false"])
     p.add_argument("--feature-gates", type=_feature_gates, default={})
+    certs = p.add_argument_group("certificates (default: bootstrapped under <data-dir>/pki)")
+    for flag, what in _PKI_FLAGS.values():
+        certs.add_argument(flag, default="", help=what)
     p.add_argument("--token-auth-file", default="", help="static bearer tokens (CSV: token,user,uid,\"g1,g2\")")
     p.add_argument("--authorization-mode", default="RBAC", help="comma-separated: RBAC, AlwaysAllow, AlwaysDeny")
     p.add_argument("--service-account-key-file", action="append", default=[],
@@ -106,6 +120,9 @@ def _run_serve(args: argparse.Namespace) -> int:
                       secure_port=args.secure_port, storage=args.storage,
                       service_cluster_ip_range=args.service_cluster_ip_range,
                       anonymous_auth=args.anonymous_auth == "true", feature_gates=args.feature_gates,
+                      pki_overrides={name: getattr(args, flag[2:].replace("-", "_"))
+                                     for name, (flag, _) in _PKI_FLAGS.items()
+                                     if getattr(args, flag[2:].replace("-", "_"))},
                       etcd_servers=[s for s in args.etcd_servers.split(",") if s], etcd_prefix=args.etcd_prefix,
                       token_auth_file=args.token_auth_file,
                       authorization_mode=[m.strip() for m in args.authorization_mode.split(",") if m.strip()],

@@ -5,6 +5,7 @@ resources, PKI, authentication, the namespace lifecycle and its controllers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ class Options:
     audit_log_maxbackup: int = 0  # rotated files kept (0: all)
     audit_log_maxage: int = 0  # days rotated files are kept (0: no limit)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Certificate files replacing the bootstrapped ones (kube-apiserver's flag names).
+    pki_overrides: dict[str, str] = field(default_factory=dict)
 
 
 class ControlPlane:
@@ -192,6 +195,8 @@ async def open_store(options: Options) -> Store:
 async def build(options: Options) -> ControlPlane:
     options.data_dir.mkdir(parents=True, exist_ok=True)
     pki = ensure_pki(options.data_dir / "pki", hosts=[options.bind_address])
+    if options.pki_overrides:
+        pki = dataclasses.replace(pki, **{k: Path(v) for k, v in options.pki_overrides.items()})
     store = await open_store(options)
     plane = ControlPlane(options, store, pki)
     kubeconfig = options.data_dir / "admin.kubeconfig"

@@ -349,3 +349,22 @@ def test_restart_keeps_data_and_resource_versions(kplane, kubectl, api):
     assert after.metadata.uid == before.metadata.uid
     created = core.create_namespaced_config_map("default", {"metadata": {"name": "after-restart"}})
     assert int(created.metadata.resource_version) > int(before.metadata.resource_version)
+
+
+def test_tls_cert_flags_replace_the_bootstrapped_serving_cert(tmp_path):
+    import ssl
+    import urllib.request
+
+    from kplane.apiserver.certs import issue_serving_cert, self_signed_ca
+
+    ca, ca_key = self_signed_ca("my-own-ca")
+    (tmp_path / "ca.crt").write_bytes(ca)
+    (tmp_path / "ca.key").write_bytes(ca_key)
+    cert, key = issue_serving_cert(tmp_path / "ca.crt", tmp_path / "ca.key", ["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    with KplaneProcess(extra_args=["--tls-cert-file", str(tmp_path / "tls.crt"),
+                                   "--tls-private-key-file", str(tmp_path / "tls.key")]) as kp:
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        with urllib.request.urlopen(f"{kp.url}/version", context=ctx) as resp:
+            assert json.loads(resp.read())["major"] == "1"
