@@ -318,7 +318,7 @@ class LeaderElector:
             return
         spec = self._observed_spec or {}
         now = self.now()
-        record = {"leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now,
+        record = {"holderIdentity": "", "leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now,
                   "leaseTransitions": spec.get("leaseTransitions") or 0}
         try:
             written, _ = await asyncio.wait_for(self.leases.update(
