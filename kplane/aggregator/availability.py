@@ -65,9 +65,9 @@ class DiscoveryProber:
         except BackendError as e:
             return f'failing or missing response from {url}: Get "{url}": {e}'
         try:
-            conn.write((f"GET {path} HTTP/1.1\r\nHost: {_host(host, port)}\r\n"
-                        "User-Agent: kplane-aggregator\r\nX-Remote-User: system:kube-aggregator\r\n"
-                        "X-Remote-Group: system:masters\r\nConnection: close\r\n\r\n").encode())
+            conn.writer.write((f"GET {path} HTTP/1.1\r\nHost: {_host(host, port)}\r\n"
+                               "User-Agent: kplane-aggregator\r\nX-Remote-User: system:kube-aggregator\r\n"
+                               "X-Remote-Group: system:masters\r\nConnection: close\r\n\r\n").encode())
             resp = await read_head(conn, self.pool, False)
         except Exception as e:  # noqa: BLE001 - any failure is the check's answer
             return f'failing or missing response from {url}: Get "{url}": {e or "EOF"}'

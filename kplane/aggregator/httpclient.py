@@ -25,173 +25,21 @@ class BackendError(Exception):
     """The backend could not be reached or broke the exchange."""
 
 
-class Connection(asyncio.Protocol):
-    """One backend connection: an asyncio protocol with its own receive buffer.
+class Connection:
+    __slots__ = ("key", "reader", "reused", "writer")
 
-    A buffered protocol rather than asyncio streams: a response that arrives in one
-    piece (the usual case) is parsed from the buffer with a single task wake-up and
-    no StreamReader/StreamWriter layers in between (measured: ~25% less CPU on this leg).
-    """
-
-    __slots__ = ("_buf", "_drain", "_eof", "_exc", "_loop", "_paused", "_waiter", "_write_paused", "key",
-                 "reused", "transport")
-
-    def __init__(self, key: tuple, loop: asyncio.AbstractEventLoop):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: tuple):
+        self.reader = reader
+        self.writer = writer
         self.key = key
         self.reused = False
-        self.transport: asyncio.Transport | None = None
-        self._loop = loop
-        self._buf = bytearray()
-        self._eof = False
-        self._exc: BaseException | None = None
-        self._waiter: asyncio.Future | None = None
-        self._drain: asyncio.Future | None = None
-        self._paused = False
-        self._write_paused = False
-
-    # ---- protocol callbacks -------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        if self._waiter is not None:
-            self._wake()
-        if not self._paused and len(self._buf) > 2 * _STREAM_LIMIT and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        if exc is not None:
-            self._exc = exc
-        self._wake()
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_exception(exc or ConnectionResetError("Connection lost"))
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _wait(self) -> None:
-        """Until more data, EOF or an error arrives."""
-        if self._exc is not None:
-            raise self._exc
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
-        self._waiter = self._loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    def _take(self, n: int) -> bytes:
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        if self._paused and len(self._buf) <= _STREAM_LIMIT and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
-        return data
-
-    # ---- reading (the subset of StreamReader the proxy uses, same exceptions) -----------------------
-
-    async def readuntil(self, sep: bytes) -> bytes:
-        start = 0
-        while True:
-            i = self._buf.find(sep, start)
-            if i >= 0:
-                if i > _STREAM_LIMIT:
-                    raise asyncio.LimitOverrunError("separator found past the limit", i)
-                return self._take(i + len(sep))
-            if len(self._buf) > _STREAM_LIMIT:
-                raise asyncio.LimitOverrunError("separator not found within the limit", len(self._buf))
-            if self._eof:
-                if self._exc is not None:
-                    raise self._exc
-                partial = self._take(len(self._buf))
-                raise asyncio.IncompleteReadError(partial, None)
-            start = max(0, len(self._buf) - len(sep) + 1)
-            await self._wait()
-
-    async def readexactly(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            if self._eof:
-                if self._exc is not None:
-                    raise self._exc
-                partial = self._take(len(self._buf))
-                raise asyncio.IncompleteReadError(partial, n)
-            await self._wait()
-        return self._take(n)
-
-    async def readline(self) -> bytes:
-        start = 0
-        while True:
-            i = self._buf.find(b"\n", start)
-            if i >= 0:
-                return self._take(i + 1)
-            if self._eof:
-                if self._exc is not None:
-                    raise self._exc
-                return self._take(len(self._buf))
-            if len(self._buf) > _STREAM_LIMIT:
-                raise ValueError("line too long")
-            start = len(self._buf)
-            await self._wait()
-
-    async def read(self, n: int) -> bytes:
-        while not self._buf:
-            if self._eof:
-                if self._exc is not None:
-                    raise self._exc
-                return b""
-            await self._wait()
-        return self._take(min(n, len(self._buf)))
-
-    # ---- writing ------------------------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-    async def drain(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            raise ConnectionResetError("Connection lost")
-        if self._write_paused:
-            self._drain = self._loop.create_future()
-            await self._drain
-
-    def write_eof(self) -> None:
-        assert self.transport is not None
-        self.transport.write_eof()
-
-    # ---- life cycle ---------------------------------------------------------------------------------
 
     def usable(self) -> bool:
-        return not self._eof and self.transport is not None and not self.transport.is_closing() \
-            and not self._buf
+        return not self.reader.at_eof() and not self.writer.is_closing() and not self.reader._buffer
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a broken transport must not raise
-            if self.transport is not None:
-                self.transport.close()
+            self.writer.close()
 
 
 class Pool:
@@ -211,11 +59,10 @@ class Pool:
                     conn.reused = True
                     return conn
                 conn.close()
-        loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: Connection(key, loop), host, port, ssl=ctx,
-                                       server_hostname=server_hostname if ctx else None),
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ctx, server_hostname=server_hostname if ctx else None,
+                                        limit=_STREAM_LIMIT),
                 self.connect_timeout)
         except TimeoutError:
             raise BackendError(f"dial tcp {_join(host, port)}: i/o timeout") from None
@@ -227,7 +74,7 @@ class Pool:
             raise BackendError(f"remote error: tls: {reason}") from None
         except OSError as e:
             raise BackendError(f"dial tcp {_join(host, port)}: connect: {_os_reason(e)}") from None
-        return conn
+        return Connection(reader, writer, key)
 
     def release(self, conn: Connection) -> None:
         if not conn.usable():
@@ -306,7 +153,7 @@ class Response:
         """The whole body (for fixed-length or short responses)."""
         if self.length is not None:
             try:
-                data = await self.conn.readexactly(self.length) if self.length else b""
+                data = await self.conn.reader.readexactly(self.length) if self.length else b""
             except (asyncio.IncompleteReadError, OSError) as e:
                 self.abort()
                 raise BackendError(f"unexpected EOF reading body: {e}") from None
@@ -316,7 +163,7 @@ class Response:
         return b"".join(parts)
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        reader = self.conn
+        reader = self.conn.reader
         try:
             if self.length is not None:
                 remaining = self.length
@@ -397,7 +244,7 @@ def _os_reason(e: OSError) -> str:
 
 async def read_head(conn: Connection, pool: Pool, head_only: bool) -> Response:
     try:
-        raw = await conn.readuntil(b"\r\n\r\n")
+        raw = await conn.reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as e:
         raise _EarlyEOF(bool(e.partial)) from None
     except asyncio.LimitOverrunError:

@@ -222,14 +222,14 @@ class Proxy:
             except BackendError as e:
                 return plain_error(str(e), 503)
             try:
-                conn.write(head + body if body else head)
+                conn.writer.write(head + body if body else head)
                 if streamed:
                     chunked = length is None
                     async for chunk in request.content.iter_any():
-                        conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-                        await conn.drain()
+                        conn.writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                        await conn.writer.drain()
                     if chunked:
-                        conn.write(b"0\r\n\r\n")
+                        conn.writer.write(b"0\r\n\r\n")
                 resp = await read_head(conn, self.pool, head_only)
                 break
             except _EarlyEOF as e:
@@ -292,7 +292,7 @@ class Proxy:
         except BackendError as e:
             return plain_error(str(e), 503)
         try:
-            conn.write(head)
+            conn.writer.write(head)
             resp = await read_head(conn, self.pool, False)
         except (_EarlyEOF, OSError, BackendError) as e:
             conn.close()
@@ -311,17 +311,17 @@ class Proxy:
         async def client_to_backend() -> None:
             try:
                 async for chunk in request.content.iter_any():
-                    conn.write(chunk)
-                    await conn.drain()
+                    conn.writer.write(chunk)
+                    await conn.writer.drain()
             finally:
                 try:
-                    conn.write_eof()
+                    conn.writer.write_eof()
                 except (OSError, RuntimeError, NotImplementedError):
                     pass
 
         async def backend_to_client() -> None:
             while True:
-                chunk = await conn.read(65536)
+                chunk = await conn.reader.read(65536)
                 if not chunk:
                     break
                 transport.write(chunk)
@@ -353,7 +353,7 @@ class Proxy:
             conn = await self.pool.acquire(ep.host, ep.port, target.ssl_context, target.server_hostname,
                                            fresh=attempt > 0)
             try:
-                conn.write(head)
+                conn.writer.write(head)
                 resp = await read_head(conn, self.pool, False)
             except _EarlyEOF:
                 conn.close()

@@ -266,8 +266,8 @@ def _check_applied(reg: Registry, body: Obj, name: str, namespace: str) -> None:
     if not body.get("apiVersion") or not body.get("kind"):
         raise errors.bad_request("invalid object type: apiVersion and kind must be set in an apply patch")
     if m.get("name") and m["name"] != name:
-        raise errors.bad_request("the name of the object (%s) does not match the name on the URL (%s)"
-                                 % (m["name"], name))
+        raise errors.bad_request(f"the name of the object ({m['name']}) does not match the name on the URL "
+                                 f"({name})")
 
 
 async def _read_body(request: web.Request) -> Any:

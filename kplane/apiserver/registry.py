@@ -8,10 +8,10 @@ HTTP; the handlers translate requests into calls here.
 
 from __future__ import annotations
 
-import asyncio
 import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 
@@ -20,8 +20,15 @@ from kplane.apimachinery.meta import generate_name, meta, new_uid, now_rfc3339
 from kplane.apimachinery.pruning import prune
 from kplane.apiserver.resource import Obj, ResourceDef
 from kplane.storage.cacher import Bookmark, Cacher
-from kplane.storage.interface import (KV, CompactedError, FutureRevisionError, KeyExistsError,
-                                      KeyNotFoundError, RevisionConflictError, Store)
+from kplane.storage.interface import (
+    KV,
+    CompactedError,
+    FutureRevisionError,
+    KeyExistsError,
+    KeyNotFoundError,
+    RevisionConflictError,
+    Store,
+)
 
 _CONTINUE_VERSION = "meta.k8s.io/v1"
 _MAX_UPDATE_RETRIES = 16
@@ -439,8 +446,8 @@ class Registry:
         m = meta(obj)
         self._check_namespace(namespace, m)
         if m.get("name") and m["name"] != name:
-            raise errors.bad_request("the name of the object (%s) does not match the name on the URL (%s)"
-                                     % (m["name"], name))
+            raise errors.bad_request(f"the name of the object ({m['name']}) does not match the name on the "
+                                     f"URL ({name})")
         m["name"] = name
         self._drop_unknown(obj, opts)
         rv = m.get("resourceVersion", "")

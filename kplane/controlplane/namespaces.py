@@ -39,7 +39,7 @@ def install_lifecycle(server: GenericAPIServer) -> None:
                  "field": "metadata.namespace"}]}
             raise err
 
-    for (group, version, plural), reg in server.registries.items():
+    for reg in server.registries.values():
         if reg.rdef.namespaced:
             reg.namespace_check = namespace_check
     server.on_defs_changed.append(lambda: _attach_check(server, namespace_check))

@@ -156,7 +156,9 @@ def test_label_selectors_and_field_selectors(kubectl):
     for name, tier in (("sel-a", "web"), ("sel-b", "db"), ("sel-c", "web")):
         apply(kubectl, {"apiVersion": "v1", "kind": "ConfigMap",
                         "metadata": {"name": name, "namespace": "default", "labels": {"layer": tier}}})
-    names = lambda *a: kubectl("get", "cm", *a, "-o", "jsonpath={.items[*].metadata.name}").split()
+    def names(*a: str) -> list[str]:
+        return kubectl("get", "cm", *a, "-o", "jsonpath={.items[*].metadata.name}").split()
+
     assert names("-l", "layer=web") == ["sel-a", "sel-c"]
     assert names("-l", "layer!=web,layer") == ["sel-b"]
     assert names("-l", "layer in (db,web)") == ["sel-a", "sel-b", "sel-c"]

@@ -71,12 +71,14 @@ async def test_service_not_found():
 async def test_service_port_error():
     svc = {"spec": {"ports": [{"name": "https", "port": 444}]}}
     _, cond, _ = await cond_for({("services", "wardle", "api"): svc})
-    assert (cond["reason"], cond["message"]) == ("ServicePortError", 'service/api in "wardle" is not listening on port 443')
+    assert (cond["reason"], cond["message"]) == (
+        "ServicePortError", 'service/api in "wardle" is not listening on port 443')
 
 
 async def test_endpoints_not_found_and_missing():
     _, cond, _ = await cond_for({("services", "wardle", "api"): SVC})
-    assert (cond["reason"], cond["message"]) == ("EndpointsNotFound", 'cannot find endpoints for service/api in "wardle"')
+    assert (cond["reason"], cond["message"]) == (
+        "EndpointsNotFound", 'cannot find endpoints for service/api in "wardle"')
     empty = {"subsets": [{"notReadyAddresses": [{"ip": "1.2.3.4"}], "ports": [{"name": "https", "port": 8443}]}]}
     _, cond, _ = await cond_for({("services", "wardle", "api"): SVC, ("endpoints", "wardle", "api"): empty})
     assert (cond["reason"], cond["message"]) == (

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
 from kplane.apimachinery import errors
+from kplane.apimachinery.structural import validate
 from kplane.apiserver.auth import ALLOW, DENY, NO_OPINION, RequestAttributes, UserInfo
 from kplane.apiserver.authn_requestheader import RequestHeaderAuthenticator
 from kplane.client import Client, KubeConfig
@@ -26,7 +27,6 @@ from kplane.extension.register import (
     register,
     service_object,
 )
-from kplane.apimachinery.structural import validate
 from kplane.extension.schema import apply_defaults, object_schema
 from kplane.storage.sqlite import open_sqlite_store
 from kplane.testing import free_port

@@ -24,7 +24,7 @@ def fields(causes: list) -> list[str]:
 def cells(kind: str, obj: dict, group: str = "") -> dict:
     d = rdef(kind, group)
     row = build_table(d.columns, [obj])["rows"][0]["cells"]
-    return {c.name: v for c, v in zip(d.columns, row)}
+    return {c.name: v for c, v in zip(d.columns, row, strict=True)}
 
 
 def svc(**spec) -> dict:

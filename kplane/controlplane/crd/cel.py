@@ -33,8 +33,8 @@ import cel
 from cel import stdlib as cel_stdlib
 
 from kplane.apimachinery.errors import Cause, field_duplicate, field_forbidden, field_invalid, field_required
-from kplane.controlplane.crd.cel_libs import FUNCTIONS as K8S_FUNCTIONS
 from kplane.apimachinery.structural import child, index
+from kplane.controlplane.crd.cel_libs import FUNCTIONS as K8S_FUNCTIONS
 
 Schema = dict[str, Any]
 

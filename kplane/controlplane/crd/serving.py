@@ -10,12 +10,11 @@ from typing import Any
 
 import orjson
 
-from kplane.apimachinery import errors
+from kplane.apimachinery import errors, structural
 from kplane.apimachinery.jsonpath import compile_path
 from kplane.apimachinery.table import since
 from kplane.apiserver.registry import Registry, WriteOptions
 from kplane.apiserver.resource import Column, Obj, ResourceDef
-from kplane.apimachinery import structural
 from kplane.controlplane.crd.cel import Validator, has_rules
 from kplane.controlplane.crd.conversion import is_webhook
 from kplane.controlplane.types.printing import AGE_DOC, name_column
