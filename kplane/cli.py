@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
     add_migrate_parser(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.v >= 4 else logging.INFO if args.v >= 1 else logging.WARNING,
+    verbosity = getattr(args, "v", 0)  # only `serve` has -v
+    logging.basicConfig(level=logging.DEBUG if verbosity >= 4 else logging.INFO if verbosity >= 1 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return _run_serve(args)

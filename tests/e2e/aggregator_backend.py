@@ -49,14 +49,14 @@ async def main() -> None:
     ctx.verify_mode = ssl.CERT_OPTIONAL
     ctx.load_verify_locations(cafile=ca)
     if "--hang" in sys.argv:
-        server = await asyncio.start_server(hang, "0.0.0.0", port)
+        server = await asyncio.start_server(hang, "127.0.0.1", port)
         async with server:
             await server.serve_forever()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port, ssl_context=ctx).start()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
     print("ready", flush=True)
     await asyncio.Event().wait()
 
