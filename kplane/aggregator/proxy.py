@@ -24,6 +24,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from kplane.aggregator import apiservice as apis
+from kplane.aggregator import onewrite
 from kplane.aggregator.endpoints import EndpointResolver, ResolveError
 from kplane.aggregator.httpclient import BackendError, Pool, Response, _EarlyEOF, read_head
 from kplane.aggregator.metrics import AggregatorMetrics
@@ -254,6 +255,9 @@ class Proxy:
                 data = await resp.read()
             except BackendError as e:
                 return plain_error(str(e), 502)
+            sent = await onewrite.send(request, resp.status, resp.reason, headers, data)
+            if sent is not None:
+                return sent
             out = web.Response(status=resp.status, reason=resp.reason or None, body=data, headers=headers)
             if resp.length is not None and request.method == "HEAD":
                 out.content_length = resp.length

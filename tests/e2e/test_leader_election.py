@@ -203,8 +203,16 @@ def test_three_member_etcd_cluster_with_one_member_killed() -> None:
             held = _lease(kp).spec
             kp.stop()
             kp.start()
-            lease = _lease(kp).spec
-            assert lease.holder_identity != held.holder_identity and f":{kp.port}_" in lease.holder_identity
+            restarted_at = time.monotonic()
+
+            def new_holder() -> Any:
+                spec = _lease(kp).spec
+                return spec if spec.holder_identity not in ("", held.holder_identity) else None
+
+            # Well inside the 15 s lease duration the old holder's lease would have to run out.
+            lease = _eventually(new_holder, 8, "the restarted replica taking the released Lease")
+            assert time.monotonic() - restarted_at < 8
+            assert f":{kp.port}_" in lease.holder_identity
             assert lease.lease_transitions == held.lease_transitions + 1
             v1 = _v1(kp)
             v1.create_namespace({"metadata": {"name": "after-restart"}})
