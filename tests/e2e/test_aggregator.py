@@ -58,22 +58,13 @@ class Backend:
             self.proc = None
 
 
-def host_ip() -> str:
-    """A non-loopback address of this machine: Endpoints may not hold loopback IPs (upstream validation)."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("10.255.255.255", 1))
-        return s.getsockname()[0]
-
-
 def register(kp, backend, name="v1alpha1.wardle.example.com", version="v1alpha1"):
     docs = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "wardle"}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "wardle"},
          "spec": {"ports": [{"name": "https", "port": 443, "targetPort": backend.port}]}},
         {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "api", "namespace": "wardle"},
-         "subsets": [{"addresses": [{"ip": host_ip()}], "ports": [{"name": "https", "port": backend.port}]}]},
+         "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": backend.port}]}]},
         {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": name},
          "spec": {"group": "wardle.example.com", "version": version, "groupPriorityMinimum": 1000,
                   "versionPriority": 15, "caBundle": backend.ca_bundle,
