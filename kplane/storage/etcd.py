@@ -65,11 +65,13 @@ from kplane.storage.interface import (
     KeyExistsError,
     KeyNotFoundError,
     ListResult,
+    Progress,
     RevisionConflictError,
     StorageError,
+    StoreClosedError,
     UnavailableError,
 )
-from kplane.storage.sqlite import Progress, StoreClosedError
+from kplane.storage.mailbox import CLOSED, RESYNC, Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +80,6 @@ COMPACT_REV_KEY = "compact_rev_key"  # kube-apiserver's compaction coordination 
 _UNAVAILABLE_CODES = {4, 14}  # gRPC DeadlineExceeded, Unavailable
 _PROGRESS_TIMEOUT = 2.0
 
-# Mailbox markers (compared by identity).
-_RESYNC = object()
-_CLOSED = object()
 
 
 def _b64(s: str | bytes) -> str:
@@ -108,37 +107,6 @@ class _Lost:
         self.compacted = compacted
 
 
-class _Mailbox:
-    __slots__ = ("items", "limit", "prefix", "progress", "waiter")
-
-    def __init__(self, prefix: str, progress: bool, limit: int):
-        self.prefix = prefix
-        self.progress = progress
-        self.limit = limit
-        self.items: deque[Any] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-
-    def push(self, item: Any) -> None:
-        if len(self.items) >= self.limit and item is not _CLOSED and not isinstance(item, _Lost):
-            self.items.clear()  # never block the store's watch: the watcher replays instead
-            self.items.append(_RESYNC)
-        if isinstance(item, Progress) and self.items and isinstance(self.items[-1], Progress):
-            self.items[-1] = item
-        else:
-            self.items.append(item)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def pop(self) -> Any:
-        while not self.items:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-        return self.items.popleft()
-
-
 class EtcdStore:
     """Store on an etcd v3 cluster. See the module docstring for the design."""
 
@@ -159,7 +127,7 @@ class EtcdStore:
         self._dispatched = 0  # every event under the prefix up to here has been dispatched
         self._floor = 0  # the log holds every event with revision > _floor
         self._log: deque[Event] = deque()
-        self._mailboxes: set[_Mailbox] = set()
+        self._mailboxes: set[Mailbox] = set()
         self._stream: WatchStream | None = None
         self._stream_task: asyncio.Task[None] | None = None
         self._stream_up = asyncio.Event()
@@ -452,7 +420,7 @@ class EtcdStore:
                 except (asyncio.CancelledError, Exception):
                     pass
         for box in tuple(self._mailboxes):
-            box.push(_CLOSED)
+            box.push(CLOSED)
         self._mailboxes.clear()
         await self._http.close()
 
@@ -589,7 +557,7 @@ class _Watch:
 
     def __init__(self, store: EtcdStore, prefix: str, from_revision: int, progress: bool):
         self._store = store
-        self._box = _Mailbox(prefix, progress, store._watch_queue_limit)
+        self._box = Mailbox(prefix, progress, store._watch_queue_limit, keep=(_Lost,))
         self._pending: deque[Any] = deque()
         self._started = False
         self._done = store._closed
@@ -626,9 +594,9 @@ class _Watch:
                 await self._next_remote()
                 continue
             item = await self._box.pop()
-            if item is _CLOSED:
+            if item is CLOSED:
                 self._finish()
-            elif item is _RESYNC:
+            elif item is RESYNC:
                 self._catch_up = True
             elif isinstance(item, _Lost):
                 self._finish()
@@ -651,13 +619,13 @@ class _Watch:
             return
         # Older than the log: etcd replays it on a watch of our own, read by a task so
         # that a cancelled __anext__ never leaves a half-read response behind.
-        self._rbox = _Mailbox(self._box.prefix, False, 1 << 62)
+        self._rbox = Mailbox(self._box.prefix, False, 1 << 62, keep=(_Lost,))
         self._remote = asyncio.create_task(
             self._read_remote(store, self._rbox, self._last), name="etcd history watch")
         self._catch_up = False
 
     @staticmethod
-    async def _read_remote(store: EtcdStore, box: _Mailbox, after: int) -> None:
+    async def _read_remote(store: EtcdStore, box: Mailbox, after: int) -> None:
         # A static method: the task must not keep an abandoned _Watch alive.
         stream: WatchStream | None = None
         try:
@@ -679,14 +647,14 @@ class _Watch:
         except (OSError, EOFError, asyncio.IncompleteReadError, StorageError, ValueError, KeyError) as e:
             log.info("msg=%r error=%r", "etcd history watch failed, retrying", str(e))
             await asyncio.sleep(0.1)
-            box.push(_RESYNC)  # resume from the last yielded revision
+            box.push(RESYNC)  # resume from the last yielded revision
         finally:
             if stream is not None:
                 stream.close()
 
     async def _next_remote(self) -> None:
         item = await self._rbox.pop()
-        if item is _RESYNC:
+        if item is RESYNC:
             self._catch_up = True
         elif isinstance(item, _Lost):
             self._finish()

@@ -61,6 +61,13 @@ class FutureRevisionError(StorageError):
         self.current = current
 
 
+class StoreClosedError(StorageError):
+    """Any operation on a store after close()."""
+
+    def __init__(self) -> None:
+        super().__init__("store is closed")
+
+
 class UnavailableError(StorageError):
     """The backend cannot be reached (e.g. etcd down)."""
 
@@ -87,6 +94,18 @@ class Event:
     @property
     def revision(self) -> int:
         return self.kv.mod_revision
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Watch item of the optional progress-notify extension: every event up to `revision`
+    under the watched prefix has been yielded.
+
+    A backend that supports it accepts `watch(prefix, rev, progress_notify=True)` and
+    `request_progress()` (etcd's progress requests; the watch cache uses them so that
+    waiting for a revision written under another prefix completes promptly)."""
+
+    revision: int
 
 
 @dataclass(frozen=True, slots=True)

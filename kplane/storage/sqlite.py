@@ -42,7 +42,6 @@ import concurrent.futures
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kplane.storage.interface import (
@@ -53,9 +52,11 @@ from kplane.storage.interface import (
     KeyExistsError,
     KeyNotFoundError,
     ListResult,
+    Progress,
     RevisionConflictError,
-    StorageError,
+    StoreClosedError,
 )
+from kplane.storage.mailbox import CLOSED, RESYNC, Mailbox
 
 T = TypeVar("T")
 
@@ -82,23 +83,6 @@ INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
 _REPLAY_BATCH = 1000
 
 
-class StoreClosedError(StorageError):
-    def __init__(self) -> None:
-        super().__init__("store is closed")
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """Watch item: every event up to `revision` under the prefix has been yielded."""
-
-    revision: int
-
-
-# Mailbox markers (compared by identity).
-_RESYNC = object()  # the mailbox overflowed and was emptied: replay from the log
-_CLOSED = object()  # the store closed: end the iterator
-
-
 def _prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
     """Byte range [start, end) of keys with this prefix (etcd's prefix-end rule)."""
     start = prefix.encode()
@@ -109,41 +93,6 @@ def _prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
             return start, bytes(end)
         end.pop()
     return start, None  # empty or all-0xff prefix: no upper bound
-
-
-class _Mailbox:
-    """Unbounded-looking, bounded-in-memory queue of one watcher (loop thread only)."""
-
-    __slots__ = ("items", "limit", "prefix", "progress", "waiter")
-
-    def __init__(self, prefix: str, progress: bool, limit: int):
-        self.prefix = prefix
-        self.progress = progress
-        self.limit = limit
-        self.items: deque[Any] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-
-    def push(self, item: Any) -> None:
-        if len(self.items) >= self.limit and item is not _CLOSED:
-            # Never block the writer and never drop silently: forget the backlog
-            # and let the watcher re-read it from the log.
-            self.items.clear()
-            self.items.append(_RESYNC)
-        if isinstance(item, Progress) and self.items and isinstance(self.items[-1], Progress):
-            self.items[-1] = item  # coalesce: only the newest progress matters
-        else:
-            self.items.append(item)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def pop(self) -> Any:
-        while not self.items:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-        return self.items.popleft()
 
 
 class SQLiteStore:
@@ -159,7 +108,7 @@ class SQLiteStore:
         self._compacted = 0
         # Loop-thread state.
         self._dispatched_rev = 0  # newest revision handed to the watchers
-        self._mailboxes: set[_Mailbox] = set()
+        self._mailboxes: set[Mailbox] = set()
         self._closed = False
         # Opening is quick (a few pragmas and a schema check); doing it here keeps
         # the store usable straight after construction. open_sqlite_store() runs
@@ -397,7 +346,7 @@ class SQLiteStore:
             return
         self._closed = True
         for box in tuple(self._mailboxes):
-            box.push(_CLOSED)
+            box.push(CLOSED)
         self._mailboxes.clear()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_db)
         self._executor.shutdown(wait=False)
@@ -413,7 +362,7 @@ class _Watch:
 
     def __init__(self, store: SQLiteStore, prefix: str, from_revision: int, progress: bool):
         self._store = store
-        self._box = _Mailbox(prefix, progress, store._watch_queue_limit)
+        self._box = Mailbox(prefix, progress, store._watch_queue_limit)
         self._pending: deque[Any] = deque()
         self._started = False
         self._done = store._closed
@@ -446,9 +395,9 @@ class _Watch:
                 await self._replay_batch()
                 continue
             item = await self._box.pop()
-            if item is _CLOSED:
+            if item is CLOSED:
                 self._finish()
-            elif item is _RESYNC:
+            elif item is RESYNC:
                 self._replaying = True
             elif item.revision > self._last:  # an Event or a Progress
                 self._last = item.revision

@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from kplane.storage.etcd import EtcdStore, open_etcd_store
-from kplane.storage.interface import CompactedError, Event, KeyExistsError, Store, UnavailableError
-from kplane.storage.sqlite import Progress
+from kplane.storage.interface import CompactedError, Event, KeyExistsError, Progress, Store, UnavailableError
 from kplane.testing.etcd import EtcdCluster, EtcdProcess, require_etcd
 from tests.unit.storage_conformance import Reopen, StoreConformance, assert_no_event, collect, next_event
 

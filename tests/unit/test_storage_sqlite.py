@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kplane.storage.interface import CompactedError, Store
-from kplane.storage.sqlite import Progress, SQLiteStore, StoreClosedError, open_sqlite_store
+from kplane.storage.interface import CompactedError, Progress, Store, StoreClosedError
+from kplane.storage.sqlite import SQLiteStore, open_sqlite_store
 from tests.unit.storage_conformance import Reopen, StoreConformance, collect, next_event
 
 
