@@ -12,7 +12,8 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 
