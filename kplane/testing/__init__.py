@@ -91,7 +91,41 @@ class _Clients:
         return Client.from_kubeconfig(self.kubeconfig, **kw)
 
 
-class KplaneProcess(_Clients):
+class _ServerProcess:
+    """A server subprocess with a log file in its data dir: SIGTERM on stop, SIGKILL if it hangs."""
+
+    proc: subprocess.Popen | None
+    log_path: Path
+    data_dir: Path
+    _own_dir: bool
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class KplaneProcess(_ServerProcess, _Clients):
     """A `kplane serve` subprocess. Restartable on the same data dir and port."""
 
     def __init__(self, data_dir: str | Path | None = None, port: int | None = None,
@@ -128,34 +162,9 @@ class KplaneProcess(_Clients):
             return None
         _wait_ready(self.url, self.kubeconfig, timeout, exited, self.log)
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
-        self.proc = None
-        return code
-
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> KplaneProcess:
         return self.start()
@@ -274,7 +283,7 @@ def kplane_server(*, in_process: bool = False, data_dir: str | Path | None = Non
         kp.cleanup()
 
 
-class ExtensionProcess:
+class ExtensionProcess(_ServerProcess):
     """An extension API server run as `python -m <module> --kubeconfig K --secure-port P --data-dir D`
     (what an SDK app's `app.run()` takes), started beside a kplane and waited for until its
     APIServices are Available through kplane."""
@@ -319,31 +328,6 @@ class ExtensionProcess:
                                                'jsonpath={.status.conditions[?(@.type=="Available")].status}',
                                                check=False, timeout=10)
         return proc.stdout.strip() == "True"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
-        self.proc = None
-        return code
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> ExtensionProcess:
         return self.start()
