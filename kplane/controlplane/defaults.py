@@ -11,6 +11,7 @@ import logging
 from kplane.apimachinery import errors
 from kplane.apiserver.registry import ListOptions, WriteOptions
 from kplane.apiserver.server import GenericAPIServer
+from kplane.controlplane.controller import Controller
 
 log = logging.getLogger("kplane.defaults")
 
@@ -55,23 +56,12 @@ async def _create_if_missing(registry, obj: dict) -> None:  # type: ignore[no-un
             raise
 
 
-class ServiceAccountController:
+class ServiceAccountController(Controller):
     """Creates the `default` ServiceAccount in every active namespace."""
 
     def __init__(self, server: GenericAPIServer):
+        super().__init__()
         self.server = server
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
 
     async def _run(self) -> None:
         namespaces = self.server.registry("", "v1", "namespaces")

@@ -10,6 +10,7 @@ import logging
 from kplane.apimachinery import errors
 from kplane.apiserver.registry import ListOptions, Registry, WriteOptions
 from kplane.apiserver.server import GenericAPIServer
+from kplane.controlplane.controller import Controller
 
 log = logging.getLogger("kplane.namespaces")
 
@@ -72,25 +73,14 @@ async def ensure_default_namespaces(server: GenericAPIServer) -> None:
                 raise
 
 
-class NamespaceController:
+class NamespaceController(Controller):
     """Deletes everything in a terminating namespace, then removes the
     `kubernetes` finalizer so the namespace itself goes away."""
 
     def __init__(self, server: GenericAPIServer):
+        super().__init__()
         self.server = server
-        self._task: asyncio.Task | None = None
         self._queue: asyncio.Queue[str] = asyncio.Queue()
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
 
     async def _run(self) -> None:
         namespaces = self.server.registry("", "v1", "namespaces")
