@@ -42,3 +42,63 @@ def prune(obj: Any, schema: dict | None, path: str = "", top: bool = True) -> li
             unknown.append(f"{path}.{key}")
             del obj[key]
     return unknown
+
+
+_JSON_TYPE_NAMES = {bool: "bool", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+
+
+def _fits(value: Any, schema: dict) -> bool:
+    if value is None:
+        return True  # Go decodes null into any field as its zero value
+    if schema.get("x-kubernetes-int-or-string"):
+        return isinstance(value, (int, str)) and not isinstance(value, bool)
+    want = schema.get("type")
+    if want == "string":
+        return isinstance(value, str)
+    if want == "integer":
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer())
+    if want == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if want == "boolean":
+        return isinstance(value, bool)
+    if want == "array":
+        return isinstance(value, list)
+    if want == "object":
+        return isinstance(value, dict)
+    return True  # untyped (e.g. x-kubernetes-preserve-unknown-fields): anything
+
+
+def _go_type(schema: dict) -> str:
+    want = schema.get("type")
+    if want == "integer":
+        return "int32" if schema.get("format") == "int32" else "int64"
+    if want == "array":
+        return "[]" + _go_type(schema.get("items") or {})
+    if want == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return "map[string]" + _go_type(schema["additionalProperties"])
+    return {"string": "string", "number": "float64", "boolean": "bool", "object": "struct"}.get(want or "", "any")
+
+
+def type_mismatch(obj: Any, schema: dict | None, path: str = "") -> tuple[str, str, str] | None:
+    """The first value whose JSON type the schema's type cannot hold, as Go's decoder reports it:
+    (field path without map keys or indices, JSON type found, Go type wanted). Built-in types are
+    Go structs upstream, so such a body is a 400 there, never stored."""
+    if not schema or obj is None:
+        return None
+    if not _fits(obj, schema):
+        return path, _JSON_TYPE_NAMES.get(type(obj), "value"), _go_type(schema)
+    if isinstance(obj, list):
+        for item in obj:
+            found = type_mismatch(item, schema.get("items"), path)
+            if found:
+                return found
+    elif isinstance(obj, dict):
+        props = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, value in obj.items():
+            sub = props.get(key) if props else (additional if isinstance(additional, dict) else None)
+            found = type_mismatch(value, sub, f"{path}.{key}" if props else path)
+            if found:
+                return found
+    return None

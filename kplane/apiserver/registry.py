@@ -17,7 +17,7 @@ import orjson
 
 from kplane.apimachinery import errors
 from kplane.apimachinery.meta import generate_name, meta, new_uid, now_rfc3339
-from kplane.apimachinery.pruning import prune
+from kplane.apimachinery.pruning import prune, type_mismatch
 from kplane.apiserver.resource import Obj, ResourceDef
 from kplane.storage.cacher import Bookmark, Cacher
 from kplane.storage.interface import (
@@ -406,6 +406,14 @@ class Registry:
             m.pop("namespace", None)
 
     def _drop_unknown(self, obj: Obj, opts: WriteOptions) -> None:
+        if self.rdef.go_typed:
+            mismatch = type_mismatch(obj, self.rdef.schema)
+            if mismatch is not None:
+                field_path, found, wanted = mismatch
+                kind, version = self.rdef.kind, self.rdef.version
+                raise errors.bad_request(
+                    f'{kind} in version "{version}" cannot be handled as a {kind}: json: cannot unmarshal '
+                    f"{found} into Go struct field {kind}{field_path} of type {wanted}")
         unknown = prune(obj, self.rdef.schema)
         if not unknown or opts.field_validation == "Ignore":
             return

@@ -75,6 +75,9 @@ class ResourceDef:
     prepare_update: PrepareUpdate | None = None
     validate_create: ValidateCreate | None = None
     validate_update: ValidateUpdate | None = None
+    # Built-in types are Go structs upstream: a value of the wrong JSON type is a decoding
+    # error (400) before any validation. CRDs and SDK resources report types as 422 instead.
+    go_typed: bool = False
     # PUT of a missing object creates it (endpoints, leases, events upstream).
     allow_create_on_update: bool = False
     # Whether strategic merge patch is accepted (built-ins yes, CRDs no: 415).

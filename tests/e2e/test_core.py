@@ -370,3 +370,27 @@ def test_tls_cert_flags_replace_the_bootstrapped_serving_cert(tmp_path):
         ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
         with urllib.request.urlopen(f"{kp.url}/version", context=ctx) as resp:
             assert json.loads(resp.read())["major"] == "1"
+
+
+def test_wrong_json_types_are_a_decoding_error(kplane, api):
+    """Built-in types decode as Go structs upstream: a number where a string belongs is a 400, not stored."""
+    import urllib.error
+    import urllib.request
+
+    def post(path: str, body: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(f"{kplane.url}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, context=admin_ssl(kplane))
+        return e.value.code, json.loads(e.value.read())
+
+    code, status = post("/api/v1/namespaces/default/configmaps", {"metadata": {"name": "typed"}, "data": {"x": 2}})
+    assert code == 400 and status["reason"] == "BadRequest"
+    assert status["message"] == ('ConfigMap in version "v1" cannot be handled as a ConfigMap: json: cannot '
+                                 'unmarshal number into Go struct field ConfigMap.data of type string')
+    with pytest.raises(ApiException) as e:
+        k8s.CoreV1Api(api).read_namespaced_config_map("typed", "default")
+    assert e.value.status == 404
+    code, status = post("/api/v1/namespaces/default/services",
+                        {"metadata": {"name": "typed"}, "spec": {"ports": [{"port": "80"}]}})
+    assert code == 400 and "of type int32" in status["message"]

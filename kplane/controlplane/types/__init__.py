@@ -27,7 +27,10 @@ _MODULES = (namespaces, configmaps, secrets, services, endpoints, serviceaccount
 
 def builtin_resources() -> list[ResourceDef]:
     """Fresh ResourceDefs for every built-in type (core/v1 first, then the named groups)."""
-    return [rdef for module in _MODULES for rdef in module.resources()]
+    defs = [rdef for module in _MODULES for rdef in module.resources()]
+    for rdef in defs:
+        rdef.go_typed = True  # decoded as Go structs upstream: wrong JSON types are a 400
+    return defs
 
 
 __all__ = ["builtin_resources"]
