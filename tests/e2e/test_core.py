@@ -12,8 +12,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
-from kplane.testing import KplaneProcess
-from kplane.testing.plugin import Kubectl
+from kplane.testing import KplaneProcess, Kubectl
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +62,6 @@ def crontab(name: str, ns: str = "default", **spec: Any) -> dict:
     body = {"cronSpec": "* * * * */5", "image": "my-awesome-cron-image", **spec}
     return {"apiVersion": f"{GROUP}/v1", "kind": "CronTab", "metadata": {"name": name, "namespace": ns},
             "spec": body}
-
-
-@pytest.fixture(scope="module")
-def kp() -> Iterator[KplaneProcess]:
-    with KplaneProcess() as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def kubectl(kp: KplaneProcess) -> Kubectl:
-    return Kubectl(kp.kubeconfig)
 
 
 @pytest.fixture(scope="module")

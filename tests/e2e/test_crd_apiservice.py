@@ -27,17 +27,6 @@ AUTOMANAGED = "kube-aggregator.kubernetes.io/automanaged"
 
 
 @pytest.fixture(scope="module")
-def kp() -> Iterator[KplaneProcess]:
-    with KplaneProcess() as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def kubectl(kp: KplaneProcess) -> Kubectl:
-    return Kubectl(kp.kubeconfig)
-
-
-@pytest.fixture(scope="module")
 def backend(kp: KplaneProcess, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """tests/e2e/aggregator_backend.py registered as the remote APIService v1alpha1.wardle.example.com."""
     tmp = tmp_path_factory.mktemp("wardle")

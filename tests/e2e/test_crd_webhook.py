@@ -135,17 +135,6 @@ def webhook(certs: dict[str, Path]) -> Iterator[Webhook]:
 
 
 @pytest.fixture(scope="module")
-def kp() -> Iterator[KplaneProcess]:
-    with KplaneProcess() as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def kubectl(kp: KplaneProcess) -> Kubectl:
-    return Kubectl(kp.kubeconfig)
-
-
-@pytest.fixture(scope="module")
 def api(kp: KplaneProcess) -> Any:
     import kubernetes
 

@@ -24,17 +24,6 @@ WARDLE = "v1alpha1.wardle.example.com"
 
 
 @pytest.fixture(scope="module")
-def kp() -> Iterator[KplaneProcess]:
-    with KplaneProcess() as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def kubectl(kp: KplaneProcess) -> Kubectl:
-    return Kubectl(kp.kubeconfig)
-
-
-@pytest.fixture(scope="module")
 def wardle(kp: KplaneProcess) -> Iterator[ExtensionProcess]:
     ext = ExtensionProcess(kp, "examples.wardle", args=["--bind-address", "127.0.0.1"], cwd=REPO)
     try:

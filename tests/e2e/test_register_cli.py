@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from kplane.apiserver.certs import issue_serving_cert, self_signed_ca
-from kplane.testing import KplaneProcess, free_port
-from kplane.testing.plugin import Kubectl
+from kplane.testing import KplaneProcess, Kubectl, free_port
 
 HERE = Path(__file__).parent
 

@@ -23,17 +23,6 @@ ORDERS = "/apis/shop.example.com/v1/namespaces/default/orders"
 
 
 @pytest.fixture(scope="module")
-def kp() -> Iterator[KplaneProcess]:
-    with KplaneProcess() as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def kubectl(kp: KplaneProcess) -> Kubectl:
-    return Kubectl(kp.kubeconfig)
-
-
-@pytest.fixture(scope="module")
 def shop(kp: KplaneProcess) -> Iterator[ExtensionProcess]:
     ext = ExtensionProcess(kp, "examples.shop", args=["--bind-address", "127.0.0.1"], cwd=REPO)
     try:
