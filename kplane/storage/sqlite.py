@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 from kplane.storage.interface import (
@@ -81,6 +82,19 @@ INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
 """
 
 _REPLAY_BATCH = 1000
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back if the body raises (this thread is the only writer)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
@@ -137,18 +151,12 @@ class SQLiteStore:
         """Run `mutate(conn, key_bytes, current_row, rev)` in a transaction, then publish its event."""
         conn = self._db()
         kb = key.encode()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             row = conn.execute(
                 "SELECT value, create_revision, mod_revision FROM current WHERE key = ?", (kb,)).fetchone()
             rev = self._rev + 1
             event, result = mutate(conn, kb, row, rev)
             conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (rev,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self._rev = rev
         # Scheduled before this function's result is delivered to the writer, and
         # in commit order because this is the only thread that commits.
@@ -222,19 +230,13 @@ class SQLiteStore:
             return
         if revision > self._rev:
             raise FutureRevisionError(revision, self._rev)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             # Keep each key's newest row at or before `revision` (historical lists at
             # revisions >= the compaction point need it), unless that row is a delete.
             conn.execute("DELETE FROM log WHERE revision <= ? AND revision NOT IN "
                          "(SELECT MAX(revision) FROM log WHERE revision <= ? GROUP BY key)", (revision, revision))
             conn.execute("DELETE FROM log WHERE revision <= ? AND deleted = 1", (revision,))
             conn.execute("UPDATE meta SET value = ? WHERE name = 'compacted'", (revision,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self._compacted = revision
 
     def _close_db(self) -> None:
