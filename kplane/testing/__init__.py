@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,8 @@ class _Clients:
     """Clients for a running kplane: what KplaneProcess and KplaneThread share."""
 
     kubeconfig: str
+    url: str
+    data_dir: Path
 
     def kubectl(self, *args: str, **kw: Any) -> str:
         return Kubectl(self.kubeconfig)(*args, **kw)
@@ -83,6 +85,17 @@ class _Clients:
         import kubernetes
 
         return kubernetes.config.new_client_from_config(config_file=self.kubeconfig)
+
+    def user_kubeconfig(self, name: str, groups: Sequence[str] = (), directory: Path | None = None) -> str:
+        """A kubeconfig for user `name` in `groups`: a client certificate signed by this server's CA
+        (CN name, O groups), written to `directory` (default: the server's data dir)."""
+        from kplane.controlplane.pki import issue_client_cert, write_kubeconfig
+
+        pki = Path(self.data_dir) / "pki"
+        cert, key = issue_client_cert(pki / "ca.crt", pki / "ca.key", name, tuple(groups))
+        path = Path(directory or self.data_dir) / f"{name}.kubeconfig"
+        write_kubeconfig(path, self.url, (pki / "ca.crt").read_bytes(), cert, key, user=name)
+        return str(path)
 
     def client(self, **kw: Any) -> Any:
         """kplane's small async client (kplane.client.Client); use it as `async with`."""

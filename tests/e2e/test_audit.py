@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from kplane.controlplane.pki import issue_client_cert, write_kubeconfig
 from kplane.testing import KplaneProcess
 
 POLICY = """\
@@ -86,11 +85,7 @@ def kubectl(kubeconfig: str, *args: str, check: bool = True) -> subprocess.Compl
 
 
 def user_kubeconfig(kp, name: str, groups: tuple[str, ...] = ()) -> str:
-    pki = kp.data_dir / "pki"
-    cert, key = issue_client_cert(pki / "ca.crt", pki / "ca.key", name, groups)
-    path = kp.tmp / f"{name}.kubeconfig"
-    write_kubeconfig(path, kp.url, (pki / "ca.crt").read_bytes(), cert, key, user=name)
-    return str(path)
+    return kp.user_kubeconfig(name, groups, kp.tmp)
 
 
 def is_(verb: str, resource: str, name: str = "", user: str = "kplane-admin") -> Callable[[dict], bool]:

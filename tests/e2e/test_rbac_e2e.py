@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kplane.controlplane.pki import issue_client_cert, self_signed_ca, write_kubeconfig
+from kplane.controlplane.pki import issue_client_cert, self_signed_ca
 from kplane.testing import KplaneProcess
 
 NS = "team"
@@ -46,11 +46,7 @@ def kubectl(kubeconfig: str | None, *args: str, token: str | None = None, kp=Non
 
 
 def user_kubeconfig(kp, name: str, groups: tuple[str, ...] = ()) -> str:
-    pki = kp.data_dir / "pki"
-    cert, key = issue_client_cert(pki / "ca.crt", pki / "ca.key", name, groups)
-    path = kp.tmp / f"{name}.kubeconfig"
-    write_kubeconfig(path, kp.url, (pki / "ca.crt").read_bytes(), cert, key, user=name)
-    return str(path)
+    return kp.user_kubeconfig(name, groups, kp.tmp)
 
 
 def admin(kp, *args: str, **kw) -> subprocess.CompletedProcess:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from kplane.controlplane.pki import issue_client_cert, write_kubeconfig
 from kplane.testing import ExtensionProcess, KplaneProcess, Kubectl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,11 +172,7 @@ def test_custom_subresource_and_computed_resource(shop: ExtensionProcess, kubect
 
 
 def _user_kubeconfig(kp: KplaneProcess, user: str, groups: list[str], tmp_path: Path) -> str:
-    pki = kp.data_dir / "pki"
-    cert, key = issue_client_cert(pki / "ca.crt", pki / "ca.key", user, groups)
-    path = tmp_path / f"{user}.kubeconfig"
-    write_kubeconfig(path, kp.url, (pki / "ca.crt").read_bytes(), cert, key, user=user)
-    return str(path)
+    return kp.user_kubeconfig(user, groups, tmp_path)
 
 
 def test_user_without_permission_is_forbidden(shop: ExtensionProcess, kp: KplaneProcess, kubectl: Kubectl,
