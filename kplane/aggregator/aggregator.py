@@ -69,6 +69,7 @@ class Aggregator:
         self.openapi: OpenAPIAggregator | None = None
         self._install_openapi(openapi)
         server.delegates.insert(0, self.proxy)
+        server.fast_path = self.proxy.claims
         self._install_metrics()
         self._tasks: list[asyncio.Task] = []
         self._synced = asyncio.Event()
@@ -297,6 +298,8 @@ class Aggregator:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             text = metrics.render()
+            if self.server.fast_lane is not None:
+                text += self.server.fast_lane.metrics_text()
             if existing is not None:
                 resp = await existing(request)
                 body = getattr(resp, "body", None)

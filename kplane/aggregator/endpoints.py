@@ -88,6 +88,7 @@ class EndpointResolver:
         self.lookup = lookup
         self.list_slices = list_slices
         self._rr: dict[tuple[str, str, int], itertools.count] = {}
+        self._memo: dict[tuple[str, str, int], tuple[Obj, Obj, list[Endpoint]]] = {}
 
     def endpoints_for(self, namespace: str, name: str, port: int) -> list[Endpoint]:
         svc = self.lookup("", "v1", "services", namespace, name)
@@ -99,12 +100,19 @@ class EndpointResolver:
             if not ext:
                 raise ResolveError(f'no external name for service "{name}"')
             return [Endpoint(ext, port)]
+        eps = self.lookup("", "v1", "endpoints", namespace, name)
+        # The watch cache hands out the same objects until they change: their ready addresses
+        # are worked out once per version of the Service and Endpoints, not on every request.
+        memo = self._memo.get((namespace, name, port))
+        if memo is not None and memo[0] is svc and memo[1] is eps:
+            return memo[2]
         sp = service_port(svc, port)
         if sp is None:
             raise ResolveError(f"no service port {port} found for service \"{name}\"")
         port_name = sp.get("name") or ""
-        eps = self.lookup("", "v1", "endpoints", namespace, name)
         found = ready_endpoints(eps, port_name)
+        if found and eps is not None:  # (addresses from EndpointSlices can change without these two)
+            self._memo[(namespace, name, port)] = (svc, eps, found)
         if not found and self.list_slices is not None:
             found = ready_slice_endpoints(self.list_slices(namespace, name), port_name)
         if not found:

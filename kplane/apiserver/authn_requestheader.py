@@ -96,17 +96,25 @@ def config_from_configmap(data: Mapping[str, str]) -> RequestHeaderConfig | None
 # ---- certificates ---------------------------------------------------------
 
 
-def peer_certificate(request: web.Request) -> x509.Certificate | None:
-    """The (handshake-verified) TLS client certificate of the request, if any."""
+def peer_certificate_der(request: web.Request) -> bytes | None:
+    """The DER bytes of the request's (handshake-verified) TLS client certificate, if any."""
     transport: Any = request.transport
     if transport is None:
         return None
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
-        return None
+    return ssl_object.getpeercert(binary_form=True) or None
+
+
+def peer_certificate(request: web.Request) -> x509.Certificate | None:
+    """The (handshake-verified) TLS client certificate of the request, if any."""
+    der = peer_certificate_der(request)
+    return None if der is None else _load_der(der)
+
+
+def load_der(der: bytes) -> x509.Certificate:
+    """A parsed certificate, cached per distinct DER (see below)."""
     return _load_der(der)
 
 
@@ -236,6 +244,13 @@ class RequestHeaderAuthenticator:
         return self.authenticate_cert(peer_certificate(request), request.headers)
 
     def authenticate_cert(self, cert: x509.Certificate | None, headers: Any) -> UserInfo | None:
+        config = self.front_proxy_config(cert)
+        return None if config is None else user_from_headers(headers, config)
+
+    def front_proxy_config(self, cert: x509.Certificate | None) -> RequestHeaderConfig | None:
+        """The configuration under which `cert` is a front-proxy certificate (its requests'
+        identity headers are believed); None when it is not one; AuthenticationError when the
+        requestheader CA signed it but its CN is not an allowed name."""
         config = self.config
         if config is None or cert is None or not config.client_ca:
             return None
@@ -245,7 +260,7 @@ class RequestHeaderAuthenticator:
         cn = common_name(cert)
         if config.allowed_names and cn not in config.allowed_names:
             raise AuthenticationError(f"x509: subject with cn={cn} is not in the allowed list")
-        return user_from_headers(headers, config)
+        return config
 
 
 def with_authenticated_group(user: UserInfo) -> UserInfo:

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from kplane.apimachinery import errors
 from kplane.apiserver import discovery as disco
-from kplane.apiserver import negotiation
+from kplane.apiserver import fastpath, negotiation
 from kplane.apiserver.audit import HEADER_AUDIT_ID, Auditor, audit_id
 from kplane.apiserver.auth import ALLOW, RequestAttributes, UserInfo
 from kplane.apiserver.handlers import ResourceHandler, json_response, status_response
@@ -65,6 +65,10 @@ class GenericAPIServer:
         self.impersonation: Callable[[web.Request, UserInfo], Awaitable[UserInfo]] | None = None
         # Optional auditing (apiserver/audit.py Auditor); every response carries Audit-Id regardless.
         self.audit: Auditor | None = None
+        # Optional fast lane (apiserver/fastpath.py): request targets ("/apis/…?…") this predicate
+        # claims skip aiohttp's request machinery; the aggregator claims its remote group-versions.
+        self.fast_path: Callable[[str], bool] | None = None
+        self.fast_lane: fastpath.FastLane | None = None  # set by start()
         self.registries: dict[tuple[str, str, str], Registry] = {}
         self.cachers: dict[str, Cacher] = {}
         self.defs: list[ResourceDef] = []
@@ -136,8 +140,23 @@ class GenericAPIServer:
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=2.0)
         await self._runner.setup()
+        self.fast_lane = self._fast_lane(self._runner.app)
+        fastpath.install(self._runner.server, self.fast_lane)
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, backlog=1024)
         await site.start()
+
+    def _fast_lane(self, app: web.Application) -> fastpath.FastLane:
+        async def serve(request: Any) -> web.StreamResponse:
+            return await self._filters(request, self._dispatch)
+
+        async def on_response_prepare(request: Any, response: web.StreamResponse) -> None:
+            await app.on_response_prepare.send(request, response)
+
+        return fastpath.FastLane(
+            claims=lambda target: self.fast_path is not None and self.fast_path(target),
+            serve=serve, max_body=app._client_max_size, on_response_prepare=on_response_prepare,
+            # The auditor reads all of aiohttp's request; audited servers keep the one lane.
+            enabled=lambda: self.fast_path is not None and self.audit is None)
 
     async def stop(self) -> None:
         self.health.shutting_down = True

@@ -1,0 +1,335 @@
+"""A fast lane past aiohttp's per-request machinery, for the paths a delegate claims.
+
+aiohttp spends ~170 µs of CPU per request on this machine before a handler runs and after it
+returns (its message queue, a task per request, the Request object, routing and middleware,
+the response writer) — about a quarter of what a request proxied to an extension API server
+costs kplane, and the part that kept the proxy's added latency at several times nginx's
+(docs/performance.md). For requests a predicate claims (`GenericAPIServer.fast_path`: the
+aggregator's remote group-versions), this protocol parses the request head itself and runs the
+very same filter chain and dispatch on a small request object that offers what they use
+(`FastRequest`); everything else — and anything unusual about a claimed request — is handed to
+aiohttp untouched, byte for byte, so both lanes answer alike.
+
+A request takes the fast lane only when aiohttp holds no state for the connection (no request
+queued or in progress, no body still arriving, no partial head in its parser), the request is
+HTTP/1.1 with no body or a Content-Length body within aiohttp's own size limit, it is not an
+upgrade, a watch, an `Expect: 100-continue`, and audit logging is off (the auditor reads the
+full aiohttp request). While a fast request runs, bytes that arrive after it (a pipelining
+client) are held and replayed once it has answered, so responses keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+from aiohttp.http_writer import StreamWriter
+from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from yarl import URL
+
+log = logging.getLogger("kplane.apiserver.fastpath")
+
+_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE"))
+_MAX_HEAD = 64 * 1024
+_HOLD_LIMIT = 1024 * 1024  # bytes held behind a running fast request before reading pauses
+_KEEPALIVE_HOLD = 3600.0  # aiohttp's idle timer must not close a connection mid fast request
+
+# Filters + dispatch, as the GenericAPIServer runs them for aiohttp's requests.
+Serve = Callable[["FastRequest"], Awaitable[web.StreamResponse]]
+
+
+class FastLane:
+    """What the fast lane needs from the server: which paths to claim and how to serve them."""
+
+    def __init__(self, claims: Callable[[str], bool], serve: Serve, max_body: int,
+                 on_response_prepare: Callable[[Any, web.StreamResponse], Awaitable[None]],
+                 enabled: Callable[[], bool]):
+        self.claims = claims
+        self.serve = serve
+        self.max_body = max_body
+        self.on_response_prepare = on_response_prepare
+        self.enabled = enabled
+        self.served = 0  # requests answered in the lane (kplane_apiserver_fast_lane_requests_total)
+
+    def metrics_text(self) -> str:
+        name = "kplane_apiserver_fast_lane_requests_total"
+        return (f"# HELP {name} Requests answered past aiohttp's request machinery (proxied to remote "
+                f"APIServices).\n# TYPE {name} counter\n{name} {self.served}\n")
+
+
+class FastRequest:
+    """The parts of aiohttp's web.Request that the filter chain, the delegates and the response
+    classes use; `request[...]` is per-request state as on web.Request."""
+
+    __slots__ = ("_body", "_lane", "_query", "_state", "_url", "_writer", "headers", "keep_alive",
+                 "method", "raw_path", "remote", "transport", "version")
+
+    def __init__(self, lane: FastLane, protocol: RequestHandler, method: str, raw_path: str,
+                 headers: CIMultiDictProxy[str], body: bytes, keep_alive: bool):
+        self._lane = lane
+        self.method = method
+        self.raw_path = raw_path
+        self.headers = headers
+        self._body = body
+        self.keep_alive = keep_alive
+        self.version = HttpVersion11
+        self.transport = protocol.transport
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        self.remote = peer[0] if isinstance(peer, (tuple, list)) and peer else None
+        path, _, query = raw_path.partition("?")
+        self._url = URL.build(path=path, query_string=query, encoded=True)
+        self._query: MultiDictProxy[str] | None = None
+        self._state: dict[str, Any] = {}
+        self._writer = StreamWriter(protocol, protocol._loop)
+
+    # per-request state, as web.Request's MutableMapping
+    def __getitem__(self, key: str) -> Any:
+        return self._state[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._state[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._state
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._state.get(key, default)
+
+    @property
+    def path(self) -> str:
+        return self._url.path
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        if self._query is None:
+            self._query = MultiDictProxy(MultiDict(parse_qsl(self._url.raw_query_string, keep_blank_values=True)))
+        return self._query
+
+    @property
+    def query_string(self) -> str:
+        return self._url.query_string
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None else None
+
+    @property
+    def body_exists(self) -> bool:
+        return bool(self._body)
+
+    can_read_body = body_exists
+
+    async def read(self) -> bytes:
+        return self._body
+
+    @property
+    def writer(self) -> StreamWriter:
+        return self._writer
+
+    @property
+    def _payload_writer(self) -> StreamWriter:  # what aiohttp's responses write through
+        return self._writer
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        await self._lane.on_response_prepare(self, response)
+
+
+class FastRequestHandler(RequestHandler):
+    """aiohttp's connection protocol with the fast lane in front of its parser."""
+
+    __slots__ = ("_aio_partial", "_aio_payload", "_fast_held", "_fast_held_paused", "_fast_task",
+                 "_fast_wait", "_lane")
+
+    def __init__(self, *args: Any, lane: FastLane, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._lane = lane
+        self._fast_task: asyncio.Task[None] | None = None
+        self._fast_wait = b""  # the start of a claimed request whose head or body is incomplete
+        self._fast_held = b""  # bytes that arrived while a fast request ran
+        self._fast_held_paused = False
+        self._aio_partial = False  # aiohttp's parser holds part of a request head
+        self._aio_payload: Any = None  # the body stream of the last request aiohttp parsed
+
+    # ---- protocol ---------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._fast_task is not None:
+            self._hold(data)
+            return
+        if self._fast_wait:
+            data, self._fast_wait = self._fast_wait + data, b""
+        elif not (self._aiohttp_idle() and self._lane.enabled()):
+            self._to_aiohttp(data)
+            return
+        while data:
+            taken = self._take(data)
+            if taken is None:  # not ours: aiohttp gets all of it
+                self._to_aiohttp(data)
+                return
+            request, rest = taken
+            if request is None:  # ours so far, but incomplete
+                self._fast_wait = data
+                return
+            self._fast_task = asyncio.ensure_future(self._serve(request))
+            self._next_keepalive_close_time = self._loop.time() + _KEEPALIVE_HOLD
+            if rest:
+                self._hold(rest)
+            return
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        task, self._fast_task = self._fast_task, None
+        if task is not None and not task.done():
+            task.cancel()
+        super().connection_lost(exc)
+
+    # ---- lanes ------------------------------------------------------------------------------------
+
+    def _aiohttp_idle(self) -> bool:
+        payload = self._aio_payload
+        return (not self._messages and not self._request_in_progress and not self._aio_partial
+                and (payload is None or payload.is_eof()) and self._payload_parser is None
+                and not self._upgraded and not self._force_close and not self._close)
+
+    def _to_aiohttp(self, data: bytes) -> None:
+        before = self._request_count
+        idle = self._aiohttp_idle()
+        super().data_received(data)
+        parsed = self._request_count - before
+        if parsed:
+            self._aio_payload = self._messages[-1][1] if self._messages else None
+            self._aio_partial = False
+        elif idle:
+            self._aio_partial = True  # a head split across reads: aiohttp's parser holds its start
+
+    def _take(self, data: bytes) -> tuple[FastRequest | None, bytes] | None:
+        """(request, bytes after it); (None, b"") when a claimed request is still arriving; None
+        when the request is not for the fast lane."""
+        line_end = data.find(b"\r\n", 0, 8192)
+        if line_end < 0:
+            return (None, b"") if len(data) < 8192 and self._could_be_claimed(data) else None
+        try:
+            method, target, version = data[:line_end].decode("ascii").split(" ")
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if method not in _METHODS or version != "HTTP/1.1" or not target.startswith("/apis/") \
+                or not self._lane.claims(target):
+            return None
+        head_end = data.find(b"\r\n\r\n", line_end)
+        if head_end < 0:
+            return (None, b"") if len(data) < _MAX_HEAD else None
+        head = data[line_end + 2:head_end]
+        headers = _parse_headers(head)
+        if headers is None or not _plain(headers, target):
+            return None
+        length_value = headers.get("Content-Length")
+        length = 0
+        if length_value is not None:
+            if not length_value.isdigit():
+                return None
+            length = int(length_value)
+            if length > self._lane.max_body:
+                return None
+        body_start = head_end + 4
+        if len(data) - body_start < length:
+            return None, b""
+        body = data[body_start:body_start + length]
+        keep_alive = "close" not in headers.get("Connection", "").lower()
+        request = FastRequest(self._lane, self, method, target, CIMultiDictProxy(headers), body, keep_alive)
+        return request, data[body_start + length:]
+
+    def _could_be_claimed(self, data: bytes) -> bool:
+        method, _, rest = data.partition(b" ")
+        return method.decode("latin-1") in _METHODS and (not rest or b"/apis/".startswith(rest[:6]))
+
+    def _hold(self, data: bytes) -> None:
+        self._fast_held += data
+        if len(self._fast_held) > _HOLD_LIMIT and not self._fast_held_paused and self.transport is not None:
+            self._fast_held_paused = True
+            self.transport.pause_reading()
+
+    async def _serve(self, request: FastRequest) -> None:
+        self._lane.served += 1
+        keep_alive = request.keep_alive
+        try:
+            try:
+                resp = await self._lane.serve(request)
+            except web.HTTPException as e:  # aiohttp turns these into responses; so does the fast lane
+                resp = e
+            await resp.prepare(request)  # type: ignore[arg-type]
+            await resp.write_eof()
+            keep_alive = keep_alive and bool(resp.keep_alive)
+        except (asyncio.CancelledError, ConnectionError):
+            return
+        except Exception:  # noqa: BLE001 - the connection is in an unknown state: close it, as aiohttp does
+            log.exception("fast lane: error answering %s %s", request.method, request.raw_path)
+            keep_alive = False
+        finally:
+            self._fast_task = None
+        transport = self.transport
+        if transport is None:
+            return
+        if not keep_alive:
+            transport.close()
+            return
+        self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        held, self._fast_held = self._fast_held, b""
+        if self._fast_held_paused:
+            self._fast_held_paused = False
+            with contextlib.suppress(Exception):
+                transport.resume_reading()
+        if held:
+            self.data_received(held)
+
+
+def _parse_headers(head: bytes) -> CIMultiDict[str] | None:
+    headers: CIMultiDict[str] = CIMultiDict()
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:
+        return None
+    for line in text.split("\r\n"):
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or line[0] in " \t":
+            return None  # obsolete line folding, whitespace before the colon: aiohttp decides
+        headers.add(name, value.strip(" \t"))
+    return headers
+
+
+def _plain(headers: CIMultiDict[str], target: str) -> bool:
+    """No body framing, upgrade or expectation the fast lane leaves to aiohttp; not a watch."""
+    if "Transfer-Encoding" in headers or "Upgrade" in headers or "Expect" in headers:
+        return False
+    if len(headers.getall("Content-Length", ())) > 1:
+        return False
+    if "upgrade" in headers.get("Connection", "").lower():
+        return False
+    path, _, query = target.partition("?")
+    if "/watch/" in path:
+        return False
+    return not any(k == "watch" and v.lower() in ("1", "true")
+                   for k, v in parse_qsl(query, keep_blank_values=True))
+
+
+class _FastServer(web.Server):
+    """aiohttp's protocol factory, building FastRequestHandlers."""
+
+    _fast_lane: FastLane
+
+    def __call__(self) -> RequestHandler:
+        return FastRequestHandler(self, loop=self._loop, lane=self._fast_lane, **self._kwargs)
+
+
+def install(server: web.Server, lane: FastLane) -> None:
+    """Make an aiohttp Server (the protocol factory of a runner's sites) build fast-lane protocols.
+    The runner created the Server itself (Application._make_handler), so it is re-classed here
+    rather than constructed; _FastServer adds no state aiohttp would not set up."""
+    server._fast_lane = lane  # type: ignore[attr-defined]
+    server.__class__ = _FastServer

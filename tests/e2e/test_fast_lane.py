@@ -1,0 +1,179 @@
+"""The fast lane (kplane/apiserver/fastpath.py) on the wire: requests for a remote APIService
+skip aiohttp, everything else goes through it, on the same keep-alive connection, in order."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+
+import pytest
+
+from kplane.testing import KplaneProcess
+from tests.e2e.test_aggregator import Backend, condition_with, kubectl, register, wait_for
+
+FLUNDERS = "/apis/wardle.example.com/v1alpha1/namespaces/default/flunders"
+
+
+@pytest.fixture(scope="module")
+def kp():
+    with KplaneProcess() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def backend(kp, tmp_path_factory):
+    b = Backend(kp, tmp_path_factory.mktemp("backend"))
+    b.start()
+    try:
+        register(kp, b)
+        assert wait_for(lambda: condition_with(kp, "True"), 40)
+        yield b
+    finally:
+        b.stop()
+
+
+def _connect(kp, client_cert: bool = True) -> ssl.SSLSocket:
+    pki = kp.data_dir / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.check_hostname = False
+    if client_cert:
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    sock = socket.create_connection(("127.0.0.1", kp.port), timeout=10)
+    return ctx.wrap_socket(sock)
+
+
+def _request(method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: application/json"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class _Reader:
+    """Reads HTTP/1.1 responses with a Content-Length, one after the other, off one socket."""
+
+    def __init__(self, sock: ssl.SSLSocket):
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buf += chunk
+        return bool(chunk)
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            assert self._fill(), "connection closed before a response head"
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers["content-length"])
+        while len(self.buf) < length:
+            assert self._fill(), "connection closed inside a response body"
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, headers, body
+
+    def closed(self) -> bool:
+        try:
+            return not self._fill()
+        except (ConnectionResetError, ssl.SSLError):
+            return True
+
+
+def _caller(body: bytes) -> str:
+    return json.loads(body)["items"][0]["metadata"]["annotations"]["caller"]
+
+
+def test_pipelined_requests_mix_both_lanes_in_order(kp, backend):
+    with _connect(kp) as sock:
+        sock.sendall(_request("GET", FLUNDERS) + _request("GET", "/version") + _request("GET", FLUNDERS + "?limit=5")
+                     + _request("GET", "/api/v1/namespaces/default"))
+        reader = _Reader(sock)
+        s1, h1, b1 = reader.response()
+        s2, _, b2 = reader.response()
+        s3, _, b3 = reader.response()
+        s4, _, b4 = reader.response()
+    assert (s1, s2, s3, s4) == (200, 200, 200, 200)
+    assert "kplane-admin" in _caller(b1) and "kplane-admin" in _caller(b3)
+    assert "gitVersion" in json.loads(b2)
+    assert json.loads(b4)["metadata"]["name"] == "default"
+    assert h1["audit-id"] and h1["content-type"].startswith("application/json")
+
+
+def test_head_and_body_split_across_reads(kp, backend):
+    with _connect(kp) as sock:
+        reader = _Reader(sock)
+        req = _request("GET", FLUNDERS)
+        for cut in (3, 12, len(req) - 2):
+            sock.sendall(req[:cut])
+            time.sleep(0.1)
+            sock.sendall(req[cut:])
+            status, _, body = reader.response()
+            assert status == 200 and "kplane-admin" in _caller(body)
+        # A POST whose body arrives later: the backend answers it (404: it serves only GET here).
+        body = json.dumps({"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder"}).encode()
+        req = _request("POST", FLUNDERS + "/x/y", body=body)
+        sock.sendall(req[:-10])
+        time.sleep(0.1)
+        sock.sendall(req[-10:])
+        status, _, answer = reader.response()
+        assert status == 404 and json.loads(answer)["reason"] == "NotFound"
+
+
+def test_forged_identity_headers_are_replaced(kp, backend):
+    with _connect(kp) as sock:
+        sock.sendall(_request("GET", FLUNDERS, {"X-Remote-User": "mallory", "X-Remote-Group": "system:masters",
+                                                "Authorization": "Bearer forged"}))
+        status, _, body = _Reader(sock).response()
+    assert status == 200
+    caller = _caller(body)
+    assert "kplane-admin" in caller and "mallory" not in caller
+
+
+def test_no_credentials_is_refused_with_a_status(kp, backend):
+    with _connect(kp, client_cert=False) as sock:
+        sock.sendall(_request("GET", FLUNDERS))
+        status, _, body = _Reader(sock).response()
+    status_obj = json.loads(body)
+    assert status == 403 and status_obj["kind"] == "Status" and status_obj["reason"] == "Forbidden"
+    assert 'User "system:anonymous" cannot list resource "flunders"' in status_obj["message"]
+
+
+def test_connection_close_is_honoured(kp, backend):
+    with _connect(kp) as sock:
+        sock.sendall(_request("GET", FLUNDERS, {"Connection": "close"}))
+        reader = _Reader(sock)
+        status, headers, _ = reader.response()
+        assert status == 200 and headers.get("connection") == "close"
+        assert reader.closed()
+
+
+def test_kubectl_through_the_fast_lane(kp, backend):
+    out = json.loads(kubectl(kp, "get", "flunders", "-n", "default", "-o", "json").stdout)
+    assert out["kind"] == "List" or out["kind"] == "FlunderList"
+    assert "kplane-admin" in out["items"][0]["metadata"]["annotations"]["caller"]
+
+
+def _fast_lane_count(kp) -> int:
+    text = kubectl(kp, "get", "--raw", "/metrics").stdout
+    line = next(x for x in text.splitlines() if x.startswith("kplane_apiserver_fast_lane_requests_total "))
+    return int(line.split()[1])
+
+
+def test_only_remote_apiservice_requests_take_the_lane(kp, backend):
+    before = _fast_lane_count(kp)
+    with _connect(kp) as sock:
+        reader = _Reader(sock)
+        statuses = []
+        for path in (FLUNDERS, "/version", FLUNDERS, "/api/v1/namespaces"):  # one at a time: no pipelining
+            sock.sendall(_request("GET", path))
+            statuses.append(reader.response()[0])
+        sock.sendall(_request("GET", FLUNDERS + "?watch=1&timeoutSeconds=1"))
+        time.sleep(0.5)
+    assert statuses == [200, 200, 200, 200]
+    # The two flunder GETs took it; /version, namespaces, the watch and kubectl's /metrics GET did not.
+    assert _fast_lane_count(kp) - before == 2
