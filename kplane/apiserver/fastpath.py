@@ -25,7 +25,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 from aiohttp.http import HttpVersion11
@@ -314,8 +314,8 @@ def _plain(headers: CIMultiDict[str], target: str) -> bool:
     path, _, query = target.partition("?")
     if "/watch/" in path:
         return False
-    return not any(k == "watch" and v.lower() in ("1", "true")
-                   for k, v in parse_qsl(query, keep_blank_values=True))
+    return "watch" not in unquote(query) or not any(k == "watch" and v.lower() in ("1", "true")
+                                            for k, v in parse_qsl(query, keep_blank_values=True))
 
 
 class _FastServer(web.Server):

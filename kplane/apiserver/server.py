@@ -150,7 +150,10 @@ class GenericAPIServer:
             return await self._filters(request, self._dispatch)
 
         async def on_response_prepare(request: Any, response: web.StreamResponse) -> None:
-            await app.on_response_prepare.send(request, response)
+            if len(app.on_response_prepare) == 1 and app.on_response_prepare[0] == self._on_response_prepare:
+                await self._on_response_prepare(request, response)  # the usual single hook, called directly
+            else:
+                await app.on_response_prepare.send(request, response)
 
         return fastpath.FastLane(
             claims=lambda target: self.fast_path is not None and self.fast_path(target),
