@@ -69,7 +69,6 @@ class Aggregator:
         self.openapi: OpenAPIAggregator | None = None
         self._install_openapi(openapi)
         server.delegates.insert(0, self.proxy)
-        server.fast_path = self.proxy.claims
         self._install_metrics()
         self._tasks: list[asyncio.Task] = []
         self._synced = asyncio.Event()

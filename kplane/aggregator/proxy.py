@@ -148,12 +148,6 @@ class Proxy:
         self.pool = Pool()
         self.metrics = metrics or AggregatorMetrics()
 
-    def claims(self, target: str) -> bool:
-        """Whether a request target ("/apis/<group>/<version>[/…][?…]") is under a remote
-        APIService: the server's fast lane (apiserver/fastpath.py) takes such requests."""
-        parts = target.split("?", 1)[0].split("/", 5)
-        return len(parts) >= 4 and parts[1] == "apis" and (parts[2], parts[3]) in self.targets
-
     # ---- the delegate -------------------------------------------------------------------------------
 
     async def __call__(self, request: web.Request, info: Any) -> web.StreamResponse | None:

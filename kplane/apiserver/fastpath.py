@@ -1,21 +1,22 @@
-"""A fast lane past aiohttp's per-request machinery, for the paths a delegate claims.
+"""A fast lane past aiohttp's per-request machinery for API requests.
 
-aiohttp spends ~170 µs of CPU per request on this machine before a handler runs and after it
-returns (its message queue, a task per request, the Request object, routing and middleware,
-the response writer) — about a quarter of what a request proxied to an extension API server
-costs kplane, and the part that kept the proxy's added latency at several times nginx's
-(docs/performance.md). For requests a predicate claims (`GenericAPIServer.fast_path`: the
-aggregator's remote group-versions), this protocol parses the request head itself and runs the
-very same filter chain and dispatch on a small request object that offers what they use
-(`FastRequest`); everything else — and anything unusual about a claimed request — is handed to
-aiohttp untouched, byte for byte, so both lanes answer alike.
+aiohttp spends over 100 µs of CPU per request on this machine before a handler runs and after
+it returns (its message queue, a task per request, the Request object, routing and middleware,
+the response writer): a third of a GET's cost and a quarter of what a request proxied to an
+extension API server costs kplane (docs/performance.md). For the request targets a predicate
+claims (`GenericAPIServer.fast_path`: by default every `/api/…` and `/apis/…` path) this
+protocol parses the request head itself and runs the very same filter chain and dispatch on a
+small request object offering what they use (`FastRequest`); everything else — and anything
+unusual about a claimed request — is handed to aiohttp untouched, byte for byte, so both lanes
+answer alike.
 
 A request takes the fast lane only when aiohttp holds no state for the connection (no request
 queued or in progress, no body still arriving, no partial head in its parser), the request is
-HTTP/1.1 with no body or a Content-Length body within aiohttp's own size limit, it is not an
-upgrade, a watch, an `Expect: 100-continue`, and audit logging is off (the auditor reads the
-full aiohttp request). While a fast request runs, bytes that arrive after it (a pipelining
-client) are held and replayed once it has answered, so responses keep their order.
+HTTP/1.1 GET/POST/PUT/PATCH/DELETE with no body or a Content-Length body within aiohttp's own
+size limit, it is not an upgrade, a watch or an `Expect: 100-continue`, and audit logging is off
+(the auditor reads the full aiohttp request). While a fast request runs, bytes that arrive after
+it (a pipelining client) are held and replayed once it has answered, so responses keep their
+order.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -60,15 +61,15 @@ class FastLane:
 
     def metrics_text(self) -> str:
         name = "kplane_apiserver_fast_lane_requests_total"
-        return (f"# HELP {name} Requests answered past aiohttp's request machinery (proxied to remote "
-                f"APIServices).\n# TYPE {name} counter\n{name} {self.served}\n")
+        return (f"# HELP {name} API requests answered past aiohttp's request machinery.\n"
+                f"# TYPE {name} counter\n{name} {self.served}\n")
 
 
 class FastRequest:
     """The parts of aiohttp's web.Request that the filter chain, the delegates and the response
     classes use; `request[...]` is per-request state as on web.Request."""
 
-    __slots__ = ("_body", "_lane", "_query", "_state", "_url", "_writer", "headers", "keep_alive",
+    __slots__ = ("_body", "_content", "_lane", "_query", "_state", "_url", "_writer", "headers", "keep_alive",
                  "method", "raw_path", "remote", "transport", "version")
 
     def __init__(self, lane: FastLane, protocol: RequestHandler, method: str, raw_path: str,
@@ -78,6 +79,7 @@ class FastRequest:
         self.raw_path = raw_path
         self.headers = headers
         self._body = body
+        self._content: _Body | None = None
         self.keep_alive = keep_alive
         self.version = HttpVersion11
         self.transport = protocol.transport
@@ -131,6 +133,12 @@ class FastRequest:
         return self._body
 
     @property
+    def content(self) -> _Body:
+        if self._content is None:
+            self._content = _Body(self._body)
+        return self._content
+
+    @property
     def writer(self) -> StreamWriter:
         return self._writer
 
@@ -140,6 +148,34 @@ class FastRequest:
 
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
         await self._lane.on_response_prepare(self, response)
+
+
+class _Body:
+    """The request body (already received in full) as the StreamReader calls handlers make."""
+
+    __slots__ = ("_data", "_pos")
+
+    def __init__(self, data: bytes):
+        self._data = data
+        self._pos = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        end = len(self._data) if n < 0 else self._pos + n
+        chunk, self._pos = self._data[self._pos:end], min(end, len(self._data))
+        return chunk
+
+    async def readany(self) -> bytes:
+        return await self.read()
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        chunk = await self.read()
+        if chunk:
+            yield chunk
+
+    def at_eof(self) -> bool:
+        return self._pos >= len(self._data)
+
+    is_eof = at_eof
 
 
 class FastRequestHandler(RequestHandler):
@@ -219,8 +255,7 @@ class FastRequestHandler(RequestHandler):
             method, target, version = data[:line_end].decode("ascii").split(" ")
         except (UnicodeDecodeError, ValueError):
             return None
-        if method not in _METHODS or version != "HTTP/1.1" or not target.startswith("/apis/") \
-                or not self._lane.claims(target):
+        if method not in _METHODS or version != "HTTP/1.1" or not self._lane.claims(target):
             return None
         head_end = data.find(b"\r\n\r\n", line_end)
         if head_end < 0:
@@ -247,7 +282,7 @@ class FastRequestHandler(RequestHandler):
 
     def _could_be_claimed(self, data: bytes) -> bool:
         method, _, rest = data.partition(b" ")
-        return method.decode("latin-1") in _METHODS and (not rest or b"/apis/".startswith(rest[:6]))
+        return method.decode("latin-1") in _METHODS and rest[:1] in (b"", b"/")
 
     def _hold(self, data: bytes) -> None:
         self._fast_held += data

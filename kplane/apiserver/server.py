@@ -65,9 +65,9 @@ class GenericAPIServer:
         self.impersonation: Callable[[web.Request, UserInfo], Awaitable[UserInfo]] | None = None
         # Optional auditing (apiserver/audit.py Auditor); every response carries Audit-Id regardless.
         self.audit: Auditor | None = None
-        # Optional fast lane (apiserver/fastpath.py): request targets ("/apis/…?…") this predicate
-        # claims skip aiohttp's request machinery; the aggregator claims its remote group-versions.
-        self.fast_path: Callable[[str], bool] | None = None
+        # The fast lane (apiserver/fastpath.py): request targets ("/apis/…?…") this predicate claims
+        # skip aiohttp's request machinery when nothing about them needs it; None turns it off.
+        self.fast_path: Callable[[str], bool] | None = _api_target
         self.fast_lane: fastpath.FastLane | None = None  # set by start()
         self.registries: dict[tuple[str, str, str], Registry] = {}
         self.cachers: dict[str, Cacher] = {}
@@ -297,6 +297,10 @@ class GenericAPIServer:
         if doc is None:
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource", {})
         return json_response(doc)
+
+
+def _api_target(target: str) -> bool:
+    return target.startswith(("/api/", "/apis/"))
 
 
 class LocalDiscovery:
