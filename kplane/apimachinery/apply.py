@@ -74,11 +74,20 @@ def _list_type(schema: Schema | None) -> tuple[str, list[str]]:
 
 
 def _shape(schema: Schema | None, *values: Any) -> str:
-    """How to walk a node: "map", "list" or "leaf" (scalars, nulls, atomic containers)."""
-    present = [v for v in values if v is not _MISSING and v is not None]
-    if present and all(isinstance(v, dict) for v in present):
+    """How to walk a node: "map", "list" or "leaf" (scalars, nulls, atomic containers).
+
+    Missing and null values do not count; the others must all be maps, or all lists."""
+    maps = lists = False
+    for v in values:
+        if isinstance(v, dict):
+            maps = True
+        elif isinstance(v, list):
+            lists = True
+        elif v is not _MISSING and v is not None:
+            return "leaf"
+    if maps and not lists:
         return "leaf" if _atomic_map(schema) else "map"
-    if present and all(isinstance(v, list) for v in present):
+    if lists and not maps:
         kind, keys = _list_type(schema)
         return "leaf" if kind == "atomic" or (kind == "map" and not keys) else "list"
     return "leaf"
@@ -155,8 +164,10 @@ def _ignored_paths(ignored_fields: Iterable[Sequence[str]]) -> list[Path]:
 
 
 def _filter(paths: Iterable[Path], ignored: Sequence[Path]) -> FieldSet:
-    return {p for p in paths
-            if p not in _STRIPPED and not any(p[:len(ig)] == ig for ig in ignored)}
+    kept = (paths if isinstance(paths, set) else set(paths)) - _STRIPPED
+    if not ignored:
+        return kept
+    return {p for p in kept if not any(p[:len(ig)] == ig for ig in ignored)}
 
 
 def _with_named_parents(paths: Iterable[Path]) -> FieldSet:
@@ -263,6 +274,13 @@ def compare(old: Obj, new: Obj, schema: Schema | None) -> Comparison:
 
 
 def _compare(lhs: Any, rhs: Any, schema: Schema | None, path: Path, c: Comparison) -> None:
+    if lhs is not _MISSING and rhs is not _MISSING and lhs == rhs and json_equal(lhs, rhs):
+        # Nothing under an unchanged node can be added, modified or removed; most of an
+        # updated object is unchanged. (== first: it is fast and json_equal implies it.)
+        return
+    if lhs is _MISSING and rhs is not _MISSING:
+        _added(rhs, schema, path, c.added)
+        return
     shape = _shape(schema, lhs, rhs)
     if shape != "leaf" and not (_empty(lhs) and _empty(rhs)):
         if shape == "map":
@@ -287,6 +305,19 @@ def _compare(lhs: Any, rhs: Any, schema: Schema | None, path: Path, c: Compariso
         c.removed.add(path)
     elif not json_equal(lhs, rhs):
         c.modified.add(path)
+
+
+def _added(value: Any, schema: Schema | None, path: Path, out: FieldSet) -> None:
+    """What _compare reports for a node that did not exist before: the node and everything under it."""
+    shape = _shape(schema, value)
+    if shape == "map" and value:
+        for name, child in value.items():
+            _added(child, field_schema(schema, name), path + ("f:" + name,), out)
+    elif shape == "list" and value:
+        sub = item_schema(schema)
+        for pe, item in _index_items(value, schema, strict=False).items():
+            _added(item, sub, path + (pe,), out)
+    out.add(path)
 
 
 def _empty(value: Any) -> bool:
@@ -411,12 +442,13 @@ class _Entry:
             out += f" using {self.api_version}"
         return out
 
-    def encode(self) -> Obj:
+    def encode(self, fields_v1: Obj | None = None) -> Obj:
+        """The managedFields entry; `fields_v1`, when given, is to_fields_v1(self.fields) already."""
         entry: Obj = {"manager": self.manager, "operation": self.operation, "apiVersion": self.api_version}
         if self.time:
             entry["time"] = self.time
         entry["fieldsType"] = "FieldsV1"
-        entry["fieldsV1"] = to_fields_v1(self.fields)
+        entry["fieldsV1"] = to_fields_v1(self.fields) if fields_v1 is None else fields_v1
         if self.subresource:
             entry["subresource"] = self.subresource
         return entry
@@ -527,10 +559,68 @@ def update_managed_fields(old: Obj | None, new: Obj, *, manager: str, operation:
             (new.get("metadata") or {}).pop("managedFields", None)
             return
     ignored = _ignored_paths(ignored_fields)
+    writer = _Entry(manager, operation, api_version, set(), now, subresource)
+    if old is None and not managers and not ignored:
+        _record_first_write(new, writer, schema)
+        return
     _record_update(managers, _view_without_managed_fields(old), _view_without_managed_fields(new),
-                   _Entry(manager, operation, api_version, set(), now, subresource), schema, ignored)
+                   writer, schema, ignored)
     _cap_update_managers(managers)
     _set_managed_fields(new, managers)
+
+
+def _record_first_write(new: Obj, writer: _Entry, schema: Schema | None) -> None:
+    """update_managed_fields for a create nobody tracked before (the common create).
+
+    Then the writer owns every field of the object, so its FieldsV1 is rendered straight
+    from the object: what _record_update + _set_managed_fields give, without the diff
+    against an empty object and the field-set round trip."""
+    root = with_object_meta(schema)
+    view = _view_without_managed_fields(new)
+    meta = new.setdefault("metadata", {})
+    if _shape(root, view) != "map":  # (never for a real object; keep the general rules exact)
+        managers: Managers = {}
+        _record_update(managers, {}, view, writer, schema, ())
+        _set_managed_fields(new, managers)
+        return
+    fields_v1 = _new_fields_v1(view, root, ())
+    if fields_v1:
+        meta["managedFields"] = [writer.encode(fields_v1)]
+    else:
+        meta.pop("managedFields", None)
+
+
+def _new_fields_v1(value: Any, schema: Schema | None, path: Path) -> Obj:
+    """to_fields_v1 of every node under `value` (all of them new), less the _STRIPPED paths.
+
+    Mirrors _added (which nodes a new value has) and _render (children in SMD order, "."
+    on a member that has children)."""
+    shape = _shape(schema, value)
+    if shape == "map" and value:
+        # Field names all sort as "f:" elements: in name order.
+        children = [("f:" + name, value[name], field_schema(schema, name)) for name in sorted(value)]
+    elif shape == "list" and value:
+        sub = item_schema(schema)
+        children = sorted(((pe, item, sub) for pe, item in _index_items(value, schema, strict=False).items()),
+                          key=_child_sort_key)
+    else:
+        return {}
+    out: Obj = {}
+    if path and path not in _STRIPPED:
+        out["."] = {}
+    for element, child, child_schema in children:
+        child_path = path + (element,)
+        # A scalar is a leaf whatever its schema says.
+        node = _new_fields_v1(child, child_schema, child_path) if isinstance(child, (dict, list)) else {}
+        if node or child_path not in _STRIPPED:
+            out[element] = node
+    if len(out) == 1 and "." in out:
+        return {}  # every child was stripped: a member without children renders as {}
+    return out
+
+
+def _child_sort_key(child: tuple[str, Any, Any]) -> tuple[int, str]:
+    return _element_sort_key(child[0])
 
 
 def _record_update(managers: Managers, old: Obj, new: Obj, writer: _Entry, schema: Schema | None,

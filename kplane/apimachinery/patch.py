@@ -366,6 +366,8 @@ _MISSING: Any = object()
 
 def json_equal(a: Any, b: Any) -> bool:
     """Equality of decoded JSON values where true != 1 (Python's == says they are equal)."""
+    if type(a) is str:  # the common case first
+        return type(b) is str and a == b
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, dict):

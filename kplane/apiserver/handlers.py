@@ -328,8 +328,10 @@ def _write_options(request: web.Request, info: RequestInfo) -> WriteOptions:
     if not manager:
         agent = request.headers.get("User-Agent", "unknown")
         manager = agent.split("/")[0][:128]
+    # The handlers only serialize what a write returns: the watch cache's copy will do.
     return WriteOptions(user=request.get("user"), dry_run=_dry_run(q), field_manager=manager,
-                        field_validation=validation, subresource=info.subresource, name=info.name)
+                        field_validation=validation, subresource=info.subresource, name=info.name,
+                        shared_result=True)
 
 
 def _list_options(reg: Registry, query: Any) -> ListOptions:

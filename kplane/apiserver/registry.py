@@ -53,6 +53,9 @@ class WriteOptions:
     # ClusterIP), run when the write does not happen.
     rollbacks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The caller only reads (serializes) the written object: it may get the watch cache's
+    # own copy (see Registry.view) instead of a freshly decoded one.
+    shared_result: bool = False
 
 
 @dataclass
@@ -379,6 +382,18 @@ class Registry:
         except BaseException:
             await _run_rollbacks(opts)
             raise
+        return await self._written(kv, opts)
+
+    async def _written(self, kv: KV, opts: WriteOptions) -> Obj:
+        """The object a write stored, as the caller gets it back.
+
+        The watch cache decodes every write anyway; a backend that feeds it synchronously
+        (SQLite: the event is reflected before the writer resumes) has it cached already,
+        so a caller that only reads the result takes that one instead of a second decode."""
+        if opts.shared_result and self.rdef.async_from_storage is None and not self.rdef.from_storage:
+            hit = self.cacher.get(kv.key)
+            if hit is not None and hit[0].mod_revision == kv.mod_revision:
+                return hit[1]
         return await self.decode_async(kv)
 
     def _check_type_meta(self, obj: Any) -> None:
@@ -460,17 +475,27 @@ class Registry:
         self._drop_unknown(obj, opts)
         rv = m.get("resourceVersion", "")
         key = self._key(namespace, name)
-        current = await self.store.get(key)
+        current, cached = await self._current(key, opts)
         if current is None:
             if not self.rdef.allow_create_on_update or opts.subresource:
                 raise self._not_found(name)
             return await self.create(namespace, obj, opts), True
 
         def mutate(_old: Obj) -> Obj:
-            return _copy(obj)
+            return _copy(obj)  # a fresh copy per attempt: the update path changes it
 
         expected = _parse_rv(rv) if rv else 0
-        return await self._guaranteed_update(key, name, mutate, opts, expected), False
+        return await self._guaranteed_update(key, name, mutate, opts, expected, current=current,
+                                             cached=cached), False
+
+    async def _current(self, key: str, opts: WriteOptions) -> tuple[KV | None, bool]:
+        """The state an update starts from and whether it is the watch cache's (see
+        _guaranteed_update), which saves a store read per update. Only the store can
+        tell that an object does not exist; a dry run reads the store as upstream's does."""
+        hit = None if opts.dry_run else self.cacher.get(key)
+        if hit is not None:
+            return hit[0], True
+        return await self.store.get(key), False
 
     async def patch(self, namespace: str, name: str, apply_patch: Callable[[Obj], Obj], opts: WriteOptions,
                     *, create_if_missing: Callable[[], Obj] | None = None) -> Obj:
@@ -480,7 +505,7 @@ class Registry:
         `create_if_missing()`; other patch types answer 404.
         """
         key = self._key(namespace, name)
-        current = await self.store.get(key)
+        current, cached = await self._current(key, opts)
         if current is None:
             if create_if_missing is None or opts.subresource:
                 raise self._not_found(name)
@@ -489,7 +514,7 @@ class Registry:
             return await self.create(namespace, obj, opts)
 
         def mutate(old: Obj) -> Obj:
-            new = apply_patch(_copy(old))
+            new = apply_patch(_copy(old))  # old is the attempt's own: patch a copy of it
             if not isinstance(new, dict):
                 raise errors.bad_request("the patch did not produce an object")
             self._check_type_meta(new)
@@ -500,31 +525,58 @@ class Registry:
                                          "match the name on the URL")
             return new
 
-        return await self._guaranteed_update(key, name, mutate, opts, 0, patching=True)
+        return await self._guaranteed_update(key, name, mutate, opts, 0, patching=True, current=current,
+                                             cached=cached)
 
     async def _guaranteed_update(self, key: str, name: str, mutate: Callable[[Obj], Obj],
-                                 opts: WriteOptions, expected: int, patching: bool = False) -> Obj:
+                                 opts: WriteOptions, expected: int, patching: bool = False,
+                                 current: KV | None = None, cached: bool = False) -> Obj:
+        """Read, mutate, write with the read's revision as precondition; on a conflict re-read
+        and retry. `current`, a state the caller has just read, saves the first read.
+
+        With `cached`, `current` came from the watch cache and may be stale, as the state
+        upstream's cacher hands etcd3's GuaranteedUpdate: a write against it that conflicts,
+        an error computed from it (unless the store still holds that very revision) and a
+        no-op all re-read the store before deciding, so the outcome is the store's.
+
+        `mutate` must not change its argument (the old object, validated against below)."""
         rdef = self.rdef
+        kv = current
         for _ in range(_MAX_UPDATE_RETRIES):
-            kv = await self.store.get(key)
             if kv is None:
-                raise self._not_found(name)
-            old = await self.decode_async(kv)
-            new = mutate(_copy(old))
-            nm = meta(new)
-            new_rv = nm.get("resourceVersion", "")
-            if patching and new_rv and new_rv != old["metadata"]["resourceVersion"]:
-                # A patch that carries a resourceVersion is a precondition.
-                raise errors.conflict(rdef.plural, name, rdef.group)
-            if expected and expected != kv.mod_revision:
-                raise errors.conflict(rdef.plural, name, rdef.group)
-            new = self._prepare_update(new, old, opts)
-            self._validate(new, old)
-            for hook in self.before_update:
-                await hook(new, old, opts)
-            if not opts.apply:
-                self._track_fields(old, new, opts, "Update")
+                kv, cached = await self.store.get(key), False
+                if kv is None:
+                    raise self._not_found(name)
+            try:
+                old = await self.decode_async(kv)
+                new = mutate(old)
+                nm = meta(new)
+                new_rv = nm.get("resourceVersion", "")
+                if patching and new_rv and new_rv != old["metadata"]["resourceVersion"]:
+                    # A patch that carries a resourceVersion is a precondition.
+                    raise errors.conflict(rdef.plural, name, rdef.group)
+                if expected and expected != kv.mod_revision:
+                    raise errors.conflict(rdef.plural, name, rdef.group)
+                new = self._prepare_update(new, old, opts)
+                self._validate(new, old)
+                for hook in self.before_update:
+                    await hook(new, old, opts)
+                if not opts.apply:
+                    self._track_fields(old, new, opts, "Update")
+            except errors.StatusError:
+                if not cached:
+                    raise
+                latest = await self.store.get(key)
+                if latest is not None and latest.mod_revision == kv.mod_revision:
+                    raise  # the cached state was the current one: the error stands
+                kv, cached = latest, False
+                if kv is None:
+                    raise self._not_found(name) from None
+                continue
             if _semantically_equal(new, old):
+                if cached:
+                    kv = None  # nothing to write against the cache's state: make sure of the store's
+                    continue
                 return old
             deleting = bool(new["metadata"].get("deletionTimestamp"))
             if deleting and not new["metadata"].get("finalizers") and not self._has_pending_finalizers(new):
@@ -533,7 +585,8 @@ class Registry:
                 try:
                     await self._delete_now(key, kv.mod_revision)
                 except RevisionConflictError:
-                    continue  # someone else changed it meanwhile: re-read and re-apply
+                    kv = None  # someone else changed it meanwhile: re-read and re-apply
+                    continue
                 except KeyNotFoundError:
                     raise self._not_found(name) from None
                 return new
@@ -543,12 +596,13 @@ class Registry:
                 written = await self.store.update(key, await self.encode_async(new),
                                                   expected_revision=kv.mod_revision)
             except RevisionConflictError:
-                if expected:
+                if expected and not cached:
                     raise errors.conflict(rdef.plural, name, rdef.group) from None
+                kv = None
                 continue
             except KeyNotFoundError:
                 raise self._not_found(name) from None
-            return await self.decode_async(written)
+            return await self._written(written, opts)
         raise errors.conflict(rdef.plural, name, rdef.group, "too many concurrent updates, try again")
 
     def _has_pending_finalizers(self, obj: Obj) -> bool:

@@ -117,6 +117,31 @@ def test_create_records_an_update_entry_with_dot_for_new_maps():
         "fieldsV1": {"f:data": {".": {}, "f:a": {}}, "f:metadata": {"f:labels": {".": {}, "f:app": {}}}}}]
 
 
+@pytest.mark.parametrize("obj, schema", [
+    (cm({"a": "1", "b": ""}, labels={"app": "x"}, annotations={}, finalizers=["f", "g", "f"]), CM_SCHEMA),
+    ({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "uid": "u", "generation": 2},
+      "spec": {"containers": [{"name": "a", "image": "i", "args": ["x"],
+                               "ports": [{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 80},
+                                         {"containerPort": 80, "protocol": "TCP", "name": "dup"}]},
+                              {"image": "no-name"}, {"name": "a"}]},
+      "status": {"phase": None}, "extra": {"x": [1, {"y": True}]}}, POD_SCHEMA),
+    ({"apiVersion": "v1", "kind": "X", "metadata": {"name": {"odd": 1}, "uid": {"a": {}}}, "spec": {}}, None),
+    ({"apiVersion": "v1", "kind": "X", "metadata": {}}, None),
+])
+def test_create_entry_is_the_diff_against_nothing(obj, schema):
+    """A create's entry is rendered straight from the object; it must equal what diffing the
+    object against an empty one records (the path every other write takes)."""
+    from kplane.apimachinery.apply import _Entry, _record_update, _set_managed_fields
+
+    fast = copy.deepcopy(obj)
+    update_managed_fields(None, fast, manager="m", api_version="v1", now=T1, schema=schema)
+    managers: dict = {}
+    _record_update(managers, {}, obj, _Entry("m", "Update", "v1", set(), T1), schema, [])
+    generic = copy.deepcopy(obj)
+    _set_managed_fields(generic, managers)
+    assert fast == generic
+
+
 def test_update_moves_changed_fields_and_drops_emptied_entries():
     old = created(cm({"a": "1", "b": "2"}))
     new = copy.deepcopy(old)
