@@ -598,7 +598,9 @@ def _new_fields_v1(value: Any, schema: Schema | None, path: Path) -> Obj:
     shape = _shape(schema, value)
     if shape == "map" and value:
         # Field names all sort as "f:" elements: in name order.
-        children = [("f:" + name, value[name], field_schema(schema, name)) for name in sorted(value)]
+        # (a scalar's schema is never consulted: only containers look theirs up)
+        children = [("f:" + name, child, field_schema(schema, name) if isinstance(child, (dict, list)) else None)
+                    for name, child in sorted(value.items())]
     elif shape == "list" and value:
         sub = item_schema(schema)
         children = sorted(((pe, item, sub) for pe, item in _index_items(value, schema, strict=False).items()),

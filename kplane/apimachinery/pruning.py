@@ -20,22 +20,27 @@ def prune(obj: Any, schema: dict | None, path: str = "", top: bool = True) -> li
     if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
         return []
     unknown: list[str] = []
+    # Scalars hold no fields: only containers are descended into (and get a path built).
     if isinstance(obj, list):
         items = schema.get("items")
         for i, item in enumerate(obj):
-            unknown += prune(item, items, f"{path}[{i}]", top=False)
+            if isinstance(item, (dict, list)):
+                unknown += prune(item, items, f"{path}[{i}]", top=False)
         return unknown
     props = schema.get("properties")
     additional = schema.get("additionalProperties")
     if props is None:
         if isinstance(additional, dict):
             for k, v in obj.items():
-                unknown += prune(v, additional, f"{path}.{k}", top=False)
+                if isinstance(v, (dict, list)):
+                    unknown += prune(v, additional, f"{path}.{k}", top=False)
         return unknown
     preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
     for key in list(obj.keys()):
         if key in props:
-            unknown += prune(obj[key], props[key], f"{path}.{key}", top=False)
+            value = obj[key]
+            if isinstance(value, (dict, list)):
+                unknown += prune(value, props[key], f"{path}.{key}", top=False)
         elif top and key in _ALWAYS_KNOWN:
             continue
         elif not preserve:
@@ -89,15 +94,23 @@ def type_mismatch(obj: Any, schema: dict | None, path: str = "") -> tuple[str, s
     if not _fits(obj, schema):
         return path, _JSON_TYPE_NAMES.get(type(obj), "value"), _go_type(schema)
     if isinstance(obj, list):
-        for item in obj:
-            found = type_mismatch(item, schema.get("items"), path)
-            if found:
-                return found
+        items = schema.get("items")
+        if items:
+            for item in obj:
+                # A scalar that fits has nothing below it: no recursive call for it.
+                if item is not None and (isinstance(item, (dict, list)) or not _fits(item, items)):
+                    found = type_mismatch(item, items, path)
+                    if found:
+                        return found
     elif isinstance(obj, dict):
         props = schema.get("properties") or {}
         additional = schema.get("additionalProperties")
         for key, value in obj.items():
+            if value is None:
+                continue
             sub = props.get(key) if props else (additional if isinstance(additional, dict) else None)
+            if not sub or (not isinstance(value, (dict, list)) and _fits(value, sub)):
+                continue
             found = type_mismatch(value, sub, f"{path}.{key}" if props else path)
             if found:
                 return found
