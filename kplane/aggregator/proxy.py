@@ -24,10 +24,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from kplane.aggregator import apiservice as apis
-from kplane.aggregator import onewrite
 from kplane.aggregator.endpoints import EndpointResolver, ResolveError
 from kplane.aggregator.httpclient import BackendError, Pool, Response, _EarlyEOF, read_head
 from kplane.aggregator.metrics import AggregatorMetrics
+from kplane.apiserver import onewrite
 
 log = logging.getLogger("kplane.aggregator.proxy")
 

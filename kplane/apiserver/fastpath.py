@@ -35,6 +35,8 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
+from kplane.apiserver import onewrite
+
 log = logging.getLogger("kplane.apiserver.fastpath")
 
 _METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE"))
@@ -298,8 +300,15 @@ class FastRequestHandler(RequestHandler):
                 resp = await self._lane.serve(request)
             except web.HTTPException as e:  # aiohttp turns these into responses; so does the fast lane
                 resp = e
-            await resp.prepare(request)  # type: ignore[arg-type]
-            await resp.write_eof()
+            sent = None
+            if onewrite.plain(resp):
+                sent = await onewrite.send(request, resp.status, resp.reason, resp.headers,  # type: ignore[arg-type]
+                                           resp.body)  # type: ignore[arg-type]
+            if sent is not None:
+                resp = sent
+            else:
+                await resp.prepare(request)  # type: ignore[arg-type]
+                await resp.write_eof()
             keep_alive = keep_alive and bool(resp.keep_alive)
         except (asyncio.CancelledError, ConnectionError):
             return

@@ -1,14 +1,16 @@
-"""The proxy's fixed-length responses in one transport write, past aiohttp's response writer.
+"""Fixed-length responses in one transport write, past aiohttp's response writer.
 
 aiohttp's web.Response path (prepare → header defaults → payload writer → write_eof) costs
 ~40 µs of CPU per request on the benchmark machine (aiohttp hello world: 145 → 103 µs/req when
 the same bytes are written directly); a proxied GET through kplane went from ~740 to ~670 µs of
-kplane CPU per request (A/B, 6 runs each, docs/performance.md). For the common case — a bounded backend response to a
-non-HEAD HTTP/1.x request, a status that carries a body, header values aiohttp would accept —
-`send` writes exactly the bytes aiohttp would: the same header defaults in the same order
-(Content-Length, Content-Type, Date, Server, Connection), the application's on_response_prepare
-hooks (Audit-Id, audit ResponseStarted), aiohttp's own header serializer; then hands aiohttp a
-response already marked as sent. Anything else returns None and the caller uses web.Response.
+kplane CPU per request (A/B, 6 runs each, docs/performance.md). For the common case — a bounded
+body to a non-HEAD HTTP/1.x request, a status that carries a body, header values aiohttp would
+accept — `send` writes exactly the bytes aiohttp would: the same header defaults in the same
+order (Content-Length, Content-Type, Date, Server, Connection), the application's
+on_response_prepare hooks (Audit-Id, audit ResponseStarted), aiohttp's own header serializer;
+then hands aiohttp a response already marked as sent. Anything else returns None and the caller
+uses web.Response. The aggregator's proxy uses it for backend answers, the fast lane
+(fastpath.py) for every plain web.Response a handler returns.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from aiohttp.web_response import must_be_empty_body
 from multidict import CIMultiDict
 
 _DRAIN_ABOVE = 64 * 1024  # wait for the client to take the bytes when more than this is queued
+
+
+def plain(resp: web.StreamResponse) -> bool:
+    """A web.Response `send` can write as is: bytes body, not prepared, no compression, chunking,
+    cookies or forced connection close."""
+    return (type(resp) is web.Response and isinstance(resp._body, bytes) and resp._payload_writer is None
+            and not resp._eof_sent and not resp._compression and not resp._chunked and not resp._cookies
+            and resp._keep_alive is None)
 
 
 class SentResponse(web.StreamResponse):
