@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ PATCH_TYPES = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class MediaChoice:
     """What the client asked the response to be."""
 
@@ -31,10 +32,12 @@ class MediaChoice:
     yaml: bool = False
 
 
+@functools.lru_cache(maxsize=256)  # clients send the same few Accept headers over and over
 def parse_accept(accept: str) -> MediaChoice:
     """Pick the first acceptable alternative, in the client's order, as upstream does.
 
-    Protobuf is not served; a client that accepts only protobuf gets 406.
+    Protobuf is not served; a client that accepts only protobuf gets 406 (the error is raised,
+    not cached).
     """
     if not accept:
         return MediaChoice()

@@ -3,6 +3,7 @@ request-info resolver (k8s.io/apiserver/pkg/endpoints/request/requestinfo.go).""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 _SPECIAL_VERBS = {"proxy", "watch"}
@@ -29,6 +30,13 @@ def _is_watch(query: dict[str, str]) -> bool:
 
 
 def resolve(method: str, path: str, query: dict[str, str]) -> RequestInfo:
+    """What the request does. The result is shared between requests of the same method, path
+    and watch flag (memoized: clients repeat the same few paths): callers must not modify it."""
+    return _resolve(method, path, _is_watch(query))
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolve(method: str, path: str, watch: bool) -> RequestInfo:
     http_verb = method.lower()
     info = RequestInfo(is_resource_request=False, path=path, verb=http_verb)
     segments = [s for s in path.strip("/").split("/")] if path.strip("/") else []
@@ -72,7 +80,7 @@ def resolve(method: str, path: str, query: dict[str, str]) -> RequestInfo:
             verb = "list"
         elif verb == "delete":
             verb = "deletecollection"
-    if verb in ("list", "get") and _is_watch(query):
+    if verb in ("list", "get") and watch:
         verb = "watch"
     info.verb = verb
     return info
