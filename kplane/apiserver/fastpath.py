@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -257,7 +258,8 @@ class FastRequestHandler(RequestHandler):
             method, target, version = data[:line_end].decode("ascii").split(" ")
         except (UnicodeDecodeError, ValueError):
             return None
-        if method not in _METHODS or version != "HTTP/1.1" or not self._lane.claims(target):
+        if method not in _METHODS or version != "HTTP/1.1" or not _TARGET.fullmatch(target) \
+                or not self._lane.claims(target):
             return None
         head_end = data.find(b"\r\n\r\n", line_end)
         if head_end < 0:
@@ -333,16 +335,21 @@ class FastRequestHandler(RequestHandler):
             self.data_received(held)
 
 
+# What aiohttp's parser would refuse (or has to judge) is left to it, so that a malformed request
+# gets aiohttp's 400 in either lane: control characters other than tab anywhere in the head,
+# header names that are not HTTP tokens, a request target with anything but visible ASCII.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(r"/[\x21-\x7e]*")
+
+
 def _parse_headers(head: bytes) -> CIMultiDict[str] | None:
     headers: CIMultiDict[str] = CIMultiDict()
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:
-        return None
+    text = head.decode("latin-1")
     for line in text.split("\r\n"):
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[0] in " \t":
-            return None  # obsolete line folding, whitespace before the colon: aiohttp decides
+        if not sep or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
+            return None  # obsolete line folding, whitespace before the colon, odd bytes: aiohttp decides
         headers.add(name, value.strip(" \t"))
     return headers
 

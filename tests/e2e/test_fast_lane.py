@@ -178,3 +178,17 @@ def test_only_plain_api_requests_take_the_lane(kp, backend):
     assert statuses == [200, 200, 200, 200]
     # The flunder and namespace GETs took it; /version, the watch and kubectl's /metrics GET did not.
     assert _fast_lane_count(kp) - before == 3
+
+
+def test_malformed_heads_get_aiohttps_400(kp, backend):
+    for bad in (b"GET " + FLUNDERS.encode() + b" HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n",
+                b"GET " + FLUNDERS.encode() + b" HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n"):
+        with _connect(kp) as sock:
+            sock.sendall(bad)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                head += chunk
+        assert head.split(b" ")[1] == b"400", head[:200]  # aiohttp answers its parse errors as HTTP/1.0
