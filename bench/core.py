@@ -418,6 +418,8 @@ def main() -> int:
     ap.add_argument("--watch-procs", type=int, default=4, help="processes holding the 1,000 watches")
     ap.add_argument("--watch-spacing", type=float, default=0.5, help="seconds between watched writes")
     ap.add_argument("--only", default="", help="comma list of get,list,create,update,watch")
+    ap.add_argument("--client", choices=("aiohttp", "lean"), default="aiohttp",
+                    help="load generator's HTTP client for the API and bare runs (bench/_load.py)")
     ap.add_argument("--pyspy", default="", help="directory: profile the server with py-spy per scenario "
                     "(collapsed stacks; slows the server, so figures from such a run are not comparable)")
     ap.add_argument("--bare-server", nargs=4, help=argparse.SUPPRESS)
@@ -462,7 +464,8 @@ def main() -> int:
                         spy = _pyspy(args.pyspy if rnd == 0 else "", kp.proc.pid, f"{op}-c{conc}",
                                      args.duration + args.warmup)
                         apis.append(run_load(kp.url, tls, API_SPECS[op], concurrency=conc,
-                                             duration=args.duration, warmup=args.warmup, processes=procs))
+                                             duration=args.duration, warmup=args.warmup, processes=procs,
+                                             client=args.client))
                         # The server's CPU over the whole call (idle while generators start, busy
                         # in warm-up and window); requests served estimated at the window's rate.
                         used = server_cpu.seconds() - c0
@@ -472,7 +475,8 @@ def main() -> int:
                         if spy is not None:
                             spy.wait(30)
                         bares.append(run_load(bare_url, tls, BARE_SPECS[op], concurrency=conc,
-                                              duration=args.duration, warmup=args.warmup, processes=procs))
+                                              duration=args.duration, warmup=args.warmup, processes=procs,
+                                              client=args.client))
                         stores.append(store.run(op, conc, args.duration, args.warmup))
                     row = Row(op, conc, merge_load(apis), share / args.rounds, cpu_s / served * 1000,
                               merge_load(bares), merge_store(stores))
