@@ -223,6 +223,20 @@ class FastRequestHandler(RequestHandler):
                 self._hold(rest)
             return
 
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        """aiohttp's graceful shutdown, which also lets a fast request in flight finish (up to
+        `timeout`) instead of cutting it when the connection is closed."""
+        self._force_close = True  # no new request in either lane
+        task = self._fast_task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+        await super().shutdown(timeout)
+
     def connection_lost(self, exc: BaseException | None) -> None:
         task, self._fast_task = self._fast_task, None
         if task is not None and not task.done():

@@ -25,6 +25,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                   "message": "Unauthorized", "reason": "Unauthorized", "code": 401}, status=401)
     path = request.path.rstrip("/")
+    if path.endswith("/flunders/slow"):  # answers after a second (graceful-shutdown tests)
+        await asyncio.sleep(1.0)
+        return web.json_response({"kind": "Flunder", "apiVersion": "wardle.example.com/v1alpha1",
+                                  "metadata": {"name": "slow", "namespace": "default"}})
     if path == "/apis/wardle.example.com/v1alpha1":
         return web.json_response(RESOURCES)
     if path.endswith("/flunders"):

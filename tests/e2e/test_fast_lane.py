@@ -5,6 +5,7 @@ connection, in order."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import ssl
 import time
@@ -192,3 +193,21 @@ def test_malformed_heads_get_aiohttps_400(kp, backend):
                     break
                 head += chunk
         assert head.split(b" ")[1] == b"400", head[:200]  # aiohttp answers its parse errors as HTTP/1.0
+
+
+def test_sigterm_lets_a_fast_request_in_flight_finish(tmp_path):
+    with KplaneProcess() as own:
+        b = Backend(own, tmp_path)
+        b.start()
+        try:
+            register(own, b)
+            assert wait_for(lambda: condition_with(own, "True"), 40)
+            with _connect(own) as sock:
+                sock.sendall(_request("GET", FLUNDERS + "/slow"))
+                time.sleep(0.3)  # the backend holds the answer for a second
+                own.proc.send_signal(signal.SIGTERM)
+                status, _, body = _Reader(sock).response()
+            assert status == 200 and json.loads(body)["metadata"]["name"] == "slow"
+            assert own.proc.wait(15) == 0
+        finally:
+            b.stop()
