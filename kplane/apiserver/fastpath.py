@@ -208,20 +208,18 @@ class FastRequestHandler(RequestHandler):
         elif not (self._aiohttp_idle() and self._lane.enabled()):
             self._to_aiohttp(data)
             return
-        while data:
-            taken = self._take(data)
-            if taken is None:  # not ours: aiohttp gets all of it
-                self._to_aiohttp(data)
-                return
-            request, rest = taken
-            if request is None:  # ours so far, but incomplete
-                self._fast_wait = data
-                return
-            self._fast_task = asyncio.ensure_future(self._serve(request))
-            self._next_keepalive_close_time = self._loop.time() + _KEEPALIVE_HOLD
-            if rest:
-                self._hold(rest)
+        taken = self._take(data)
+        if taken is None:  # not ours: aiohttp gets all of it (it has seen none of these bytes)
+            self._to_aiohttp(data)
             return
+        request, rest = taken
+        if request is None:  # ours so far, but incomplete
+            self._fast_wait = data
+            return
+        self._fast_task = asyncio.ensure_future(self._serve(request))
+        self._next_keepalive_close_time = self._loop.time() + _KEEPALIVE_HOLD
+        if rest:
+            self._hold(rest)  # replayed once this request is answered
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:
         """aiohttp's graceful shutdown, which also lets a fast request in flight finish (up to
