@@ -34,6 +34,7 @@ import re
 import ssl
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -106,15 +107,17 @@ def _fill(template: str, slot: int, n: str) -> str:
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 
 
-class _LeanConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: one request in flight, Content-Length answers only."""
+class LeanConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection, one request in flight, Content-Length answers only.
+    `send(raw)` resolves to (arrival time of the whole answer, status, body)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.need = -1  # bytes of head + body of the answer being read, once its head is in
+        self.body_at = 0
         self.status = 0
-        self.waiter: asyncio.Future[int] | None = None
+        self.waiter: asyncio.Future[tuple[float, int, bytes]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -135,13 +138,15 @@ class _LeanConnection(asyncio.Protocol):
                 self._fail(RuntimeError(f"lean client needs Content-Length: {head[:200]!r}"))
                 return
             self.status = int(head[9:12])
-            self.need = end + 4 + int(match.group(1))
+            self.body_at = end + 4
+            self.need = self.body_at + int(match.group(1))
         if len(self.buf) >= self.need:
+            body = bytes(self.buf[self.body_at:self.need])
             del self.buf[:self.need]
             self.need = -1
             waiter, self.waiter = self.waiter, None
             if waiter is not None and not waiter.done():
-                waiter.set_result(self.status)
+                waiter.set_result((time.perf_counter(), self.status, body))
 
     def _fail(self, exc: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -149,7 +154,7 @@ class _LeanConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def request(self, raw: bytes) -> asyncio.Future[int]:
+    def send(self, raw: bytes) -> asyncio.Future[tuple[float, int, bytes]]:
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(raw)
@@ -166,13 +171,14 @@ def _lean_request(spec: RequestSpec, host: str, path: str, body: bytes | None) -
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
 
 
-async def _lean_worker_main(base_url: str, tls: TLSFiles, spec: RequestSpec, slots: list[int], warmup: float,
-                            duration: float, ready: Any, go: Any) -> tuple[int, int, list[float], float]:
-    url = urlsplit(base_url)
-    host, port = url.hostname or "127.0.0.1", url.port or 443
-    ctx = tls.client_context()
-    loop = asyncio.get_running_loop()
-    conns: dict[int, _LeanConnection] = {}
+# send(slot, path, body) -> HTTP status of the answer, read in full
+Send = Callable[[int, str, "bytes | None"], Awaitable[int]]
+
+
+async def _closed_loop(send: Send, failures: tuple[type[BaseException], ...], spec: RequestSpec, slots: list[int],
+                       warmup: float, duration: float, ready: Any, go: Any) -> tuple[int, int, list[float], float]:
+    """Each slot sends its next request as soon as the previous answer is in; only the window
+    between the barriers is recorded. Returns (ok, errors, latencies, generator CPU seconds)."""
     latencies: list[float] = []
     counts = [0, 0]  # ok, errors
     state = {"record": False, "stop": False}
@@ -180,16 +186,11 @@ async def _lean_worker_main(base_url: str, tls: TLSFiles, spec: RequestSpec, slo
 
     async def one(slot: int) -> None:
         nonlocal seq
-        conn = conns.get(slot)
-        if conn is None or conn.transport is None or conn.transport.is_closing():
-            _, conn = await loop.create_connection(_LeanConnection, host, port, ssl=ctx, server_hostname=host)
-            conns[slot] = conn
         seq += 1
         n = f"{os.getpid()}-{seq}"  # unique across processes and runs
         body = _fill(spec.body, slot, n).encode() if spec.body is not None else None
-        raw = _lean_request(spec, url.netloc, _fill(spec.path, slot, n), body)
         t0 = time.perf_counter()
-        status = await conn.request(raw)
+        status = await send(slot, _fill(spec.path, slot, n), body)
         dt = time.perf_counter() - t0
         if state["record"]:
             if status in spec.expect:
@@ -202,8 +203,7 @@ async def _lean_worker_main(base_url: str, tls: TLSFiles, spec: RequestSpec, slo
         while not state["stop"]:
             try:
                 await one(slot)
-            except (OSError, RuntimeError):
-                conns.pop(slot, None)
+            except failures:
                 if state["record"]:
                     counts[1] += 1
 
@@ -219,70 +219,56 @@ async def _lean_worker_main(base_url: str, tls: TLSFiles, spec: RequestSpec, slo
     cpu = _cpu_seconds() - cpu0
     state["stop"] = True
     await asyncio.gather(*tasks, return_exceptions=True)
-    for conn in conns.values():
-        if conn.transport is not None:
-            conn.transport.close()
     return counts[0], counts[1], latencies, cpu
 
 
-async def _worker_main(base_url: str, tls: TLSFiles, spec: RequestSpec, slots: list[int], warmup: float,
-                       duration: float, ready: Any, go: Any, proc_index: int, client: str = "aiohttp"
-                       ) -> tuple[int, int, list[float], float]:
-    if client == "lean":
-        return await _lean_worker_main(base_url, tls, spec, slots, warmup, duration, ready, go)
+async def _lean_worker_main(base_url: str, tls: TLSFiles, spec: RequestSpec, slots: list[int], warmup: float,
+                            duration: float, ready: Any, go: Any) -> tuple[int, int, list[float], float]:
+    url = urlsplit(base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 443
+    ctx = tls.client_context()
+    loop = asyncio.get_running_loop()
+    conns: dict[int, LeanConnection] = {}
+
+    async def send(slot: int, path: str, body: bytes | None) -> int:
+        conn = conns.get(slot)
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            _, conn = await loop.create_connection(LeanConnection, host, port, ssl=ctx, server_hostname=host)
+            conns[slot] = conn
+        _, status, _ = await conn.send(_lean_request(spec, url.netloc, path, body))
+        return status
+
+    try:
+        return await _closed_loop(send, (OSError, RuntimeError), spec, slots, warmup, duration, ready, go)
+    finally:
+        for conn in conns.values():
+            if conn.transport is not None:
+                conn.transport.close()
+
+
+async def _aiohttp_worker_main(base_url: str, tls: TLSFiles, spec: RequestSpec, slots: list[int], warmup: float,
+                               duration: float, ready: Any, go: Any) -> tuple[int, int, list[float], float]:
     import aiohttp
 
-    ctx = tls.client_context()
-    conn = aiohttp.TCPConnector(ssl=ctx, limit=len(slots), force_close=False, enable_cleanup_closed=True)
+    conn = aiohttp.TCPConnector(ssl=tls.client_context(), limit=len(slots), force_close=False,
+                                enable_cleanup_closed=True)
     headers = dict(spec.headers)
     if spec.body is not None:
         headers.setdefault("Content-Type", "application/json")
-    latencies: list[float] = []
-    counts = [0, 0]  # ok, errors
-    state = {"record": False, "stop": False}
-    seq = 0
-
     async with aiohttp.ClientSession(connector=conn, headers=headers) as session:
-        async def one(slot: int) -> None:
-            nonlocal seq
-            seq += 1
-            n = f"{os.getpid()}-{seq}"  # unique across processes and runs
-            path = _fill(spec.path, slot, n)
-            data = _fill(spec.body, slot, n).encode() if spec.body is not None else None
-            t0 = time.perf_counter()
-            async with session.request(spec.method, base_url + path, data=data) as resp:
+        async def send(slot: int, path: str, body: bytes | None) -> int:
+            async with session.request(spec.method, base_url + path, data=body) as resp:
                 await resp.read()
-                status = resp.status
-            dt = time.perf_counter() - t0
-            if state["record"]:
-                if status in spec.expect:
-                    counts[0] += 1
-                    latencies.append(dt)
-                else:
-                    counts[1] += 1
+                return resp.status
 
-        async def loop(slot: int) -> None:
-            while not state["stop"]:
-                try:
-                    await one(slot)
-                except (TimeoutError, aiohttp.ClientError):
-                    if state["record"]:
-                        counts[1] += 1
+        return await _closed_loop(send, (TimeoutError, aiohttp.ClientError), spec, slots, warmup, duration,
+                                  ready, go)
 
-        # Open every connection before the window starts.
-        await asyncio.gather(*(one(s) for s in slots))
-        tasks = [asyncio.create_task(loop(s)) for s in slots]
-        await asyncio.sleep(warmup)
-        ready.wait()
-        go.wait()
-        cpu0 = _cpu_seconds()
-        state["record"] = True
-        await asyncio.sleep(duration)
-        state["record"] = False
-        cpu = _cpu_seconds() - cpu0
-        state["stop"] = True
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return counts[0], counts[1], latencies, cpu
+
+async def _worker_main(base_url: str, tls: TLSFiles, spec: RequestSpec, slots: list[int], warmup: float,
+                       duration: float, ready: Any, go: Any, client: str) -> tuple[int, int, list[float], float]:
+    main = _lean_worker_main if client == "lean" else _aiohttp_worker_main
+    return await main(base_url, tls, spec, slots, warmup, duration, ready, go)
 
 
 def _process_entry(args: tuple[Any, ...], out: Any) -> None:
@@ -316,7 +302,7 @@ def run_load(base_url: str, tls: TLSFiles, spec: RequestSpec, *, concurrency: in
         slots = slots_all[i::processes]
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_process_entry,
-                        args=((base_url, tls, spec, slots, warmup, duration, ready, go, i, client), child),
+                        args=((base_url, tls, spec, slots, warmup, duration, ready, go, client), child),
                         daemon=True)
         p.start()
         child.close()

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import ssl
@@ -43,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._load import LeanConnection  # noqa: E402
 from kplane.testing import KplaneProcess, free_port  # noqa: E402
 
 GV = "/apis/wardle.example.com/v1alpha1"
@@ -170,54 +170,8 @@ class Endpoint:
         return (head + "\r\n").encode() + body
 
 
-_CL = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.I)
-
-
-class Conn(asyncio.Protocol):
-    """Keep-alive request/response over one connection; Content-Length responses only."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.waiter: asyncio.Future | None = None
-        self.need = -1
-        self.status = 0
-        self.transport: asyncio.Transport | None = None
-        self.lost = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("connection lost"))
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if self.need < 0:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buf[:end])
-            self.status = int(head[9:12])
-            m = _CL.search(head)
-            if m is None:
-                raise RuntimeError(f"bench client needs Content-Length: {head[:300]!r}")
-            self.need = end + 4 + int(m.group(1))
-        if len(self.buf) >= self.need:
-            body = bytes(self.buf[self.buf.find(b"\r\n\r\n") + 4:self.need])
-            del self.buf[:self.need]
-            self.need = -1
-            w, self.waiter = self.waiter, None
-            if w is not None and not w.done():
-                w.set_result((time.perf_counter(), self.status, body))
-
-    def send(self, raw: bytes) -> asyncio.Future:
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)
-        return self.waiter
+# One keep-alive request/response connection (Content-Length answers only), shared with bench/_load.py.
+Conn = LeanConnection
 
 
 async def connect(ep: Endpoint) -> Conn:
