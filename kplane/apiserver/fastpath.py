@@ -33,7 +33,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web_protocol import RequestHandler
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
 from yarl import URL
 
 from kplane.apiserver import onewrite
@@ -72,7 +72,7 @@ class FastRequest:
     """The parts of aiohttp's web.Request that the filter chain, the delegates and the response
     classes use; `request[...]` is per-request state as on web.Request."""
 
-    __slots__ = ("_body", "_content", "_lane", "_query", "_state", "_url", "_writer", "headers", "keep_alive",
+    __slots__ = ("_body", "_content", "_lane", "_state", "_url", "_writer", "headers", "keep_alive",
                  "method", "raw_path", "remote", "transport", "version")
 
     def __init__(self, lane: FastLane, protocol: RequestHandler, method: str, raw_path: str,
@@ -90,7 +90,6 @@ class FastRequest:
         self.remote = peer[0] if isinstance(peer, (tuple, list)) and peer else None
         path, _, query = raw_path.partition("?")
         self._url = URL.build(path=path, query_string=query, encoded=True)
-        self._query: MultiDictProxy[str] | None = None
         self._state: dict[str, Any] = {}
         self._writer = StreamWriter(protocol, protocol._loop)
 
@@ -113,9 +112,7 @@ class FastRequest:
 
     @property
     def query(self) -> MultiDictProxy[str]:
-        if self._query is None:
-            self._query = MultiDictProxy(MultiDict(parse_qsl(self._url.raw_query_string, keep_blank_values=True)))
-        return self._query
+        return self._url.query  # what web.Request.query is: yarl's parse of the same target
 
     @property
     def query_string(self) -> str:
