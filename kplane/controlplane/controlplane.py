@@ -20,6 +20,7 @@ from kplane.controlplane.audit_setup import install_audit
 from kplane.controlplane.auth_setup import install_auth
 from kplane.controlplane.crd import install_crds
 from kplane.controlplane.defaults import ServiceAccountController, ensure_kubernetes_service
+from kplane.controlplane.garbagecollector import GarbageCollector
 from kplane.controlplane.leaderelection import LEASE_NAME, AlwaysLeader, LeaderElector, default_identity
 from kplane.controlplane.namespaces import NamespaceController, ensure_default_namespaces, install_lifecycle
 from kplane.controlplane.pki import PKI, ensure_pki, write_kubeconfig
@@ -102,6 +103,7 @@ class ControlPlane:
                                      feature_gates=options.feature_gates)
         self.namespace_controller = NamespaceController(self.server)
         self.serviceaccount_controller = ServiceAccountController(self.server)
+        self.garbage_collector = GarbageCollector(self.server)
         self.crds = install_crds(self)
         self.leader = self._gate_controllers()
         self.audit = install_audit(self.server, options, self.aggregator)
@@ -136,6 +138,7 @@ class ControlPlane:
         leader.add("namespace-controller", self.namespace_controller.start, self.namespace_controller.stop)
         leader.add("serviceaccount-controller", self.serviceaccount_controller.start,
                    self.serviceaccount_controller.stop)
+        leader.add("garbage-collector", self.garbage_collector.start, self.garbage_collector.stop)
         leader.add("clusterrole-aggregation-controller", self.auth.aggregation.start, self.auth.aggregation.stop)
         availability = self.aggregator.availability
         leader.add("apiservice-availability-controller", availability.start, availability.stop)

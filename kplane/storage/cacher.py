@@ -89,6 +89,9 @@ class Cacher:
         self._capacity = capacity
         self._objects: dict[str, tuple[KV, Obj]] = {}
         self._keys: list[str] = []  # sorted keys of _objects
+        # Called with every event the cache applies (loop thread; must be quick and must not
+        # modify the event's objects): e.g. the garbage collector's wake-up on deletions.
+        self.listeners: list[Callable[[CacheEvent], None]] = []
         self._revision = 0
         # Ring: event with absolute sequence number s lives in _ring[s % capacity];
         # it holds seqs [_seq_start, _seq_end) and covers every event with revision > _floor.
@@ -216,7 +219,10 @@ class Cacher:
             if old is None:
                 bisect.insort(self._keys, key)
             self._objects[key] = (event.kv, obj)
-        self._append(CacheEvent(event.type, event.kv, obj, old[1] if old is not None else None))
+        cache_event = CacheEvent(event.type, event.kv, obj, old[1] if old is not None else None)
+        self._append(cache_event)
+        for listener in self.listeners:
+            listener(cache_event)
 
     def _append(self, event: CacheEvent) -> None:
         if self._seq_end - self._seq_start == self._capacity:
@@ -284,6 +290,10 @@ class Cacher:
 
     def get(self, key: str) -> tuple[KV, Obj] | None:
         return self._objects.get(key)
+
+    def snapshot(self) -> list[tuple[KV, Obj]]:
+        """Every cached object now (shared: read, do not modify)."""
+        return list(self._objects.values())
 
     def list(self, prefix: str, *, start_after: str | None = None, limit: int = 0
              ) -> tuple[list[tuple[KV, Obj]], int, bool]:
