@@ -83,6 +83,8 @@ class ControlPlane:
         self.server = GenericAPIServer(store, authenticator=None, authorizer=None,  # type: ignore[arg-type]
                                        version_info=KUBE_VERSION, anonymous_auth=options.anonymous_auth)
         self.server.server_address = f"{options.bind_address}:{options.secure_port}"
+        if not options.feature_gates.get("KplaneFastLane", True):
+            self.server.fast_path = None  # every request through aiohttp (apiserver/fastpath.py)
         etcd_check = getattr(store, "check", None) if options.storage == "etcd" else None
         if etcd_check is not None:
             self.server.health.add("etcd", etcd_check)  # /healthz/etcd and /readyz/etcd, as upstream

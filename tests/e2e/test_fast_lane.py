@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from kplane.testing import KplaneProcess
+from kplane.testing import KplaneProcess, Kubectl
 from tests.e2e.test_aggregator import Backend, condition_with, kubectl, register, wait_for
 
 FLUNDERS = "/apis/wardle.example.com/v1alpha1/namespaces/default/flunders"
@@ -211,3 +211,14 @@ def test_sigterm_lets_a_fast_request_in_flight_finish(tmp_path):
             assert own.proc.wait(15) == 0
         finally:
             b.stop()
+
+
+def test_the_feature_gate_turns_the_lane_off():
+    with KplaneProcess(extra_args=["--feature-gates=KplaneFastLane=false"]) as own:
+        with _connect(own) as sock:
+            reader = _Reader(sock)
+            for _ in range(3):
+                sock.sendall(_request("GET", "/api/v1/namespaces/default"))
+                assert reader.response()[0] == 200
+        metrics = Kubectl(own.kubeconfig)("get", "--raw", "/metrics")
+        assert "kplane_apiserver_fast_lane_requests_total 0" in metrics
