@@ -346,10 +346,11 @@ class FastRequestHandler(RequestHandler):
 
 # What aiohttp's parser would refuse (or has to judge) is left to it, so that a malformed request
 # gets aiohttp's 400 in either lane: control characters other than tab anywhere in the head,
-# header names that are not HTTP tokens, a request target with anything but visible ASCII.
+# header names that are not HTTP tokens, a request target with anything but visible ASCII or with
+# a fragment ("#": aiohttp's parser splits it off).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET = re.compile(r"/[\x21-\x7e]*")
+_TARGET = re.compile(r"/[\x21\x22\x24-\x7e]*")
 
 
 def _parse_headers(head: bytes) -> CIMultiDict[str] | None:
