@@ -3,7 +3,7 @@
 - **Background** (the default `propagationPolicy`): once none of an object's owners exists any
   more, the object is deleted (itself in the background). An owner counts as absent only after a
   live read finds no object of that kind and name with that uid; an owner of a kind kplane does
-  not serve is never taken for absent.
+  not serve, or a namespaced owner of a cluster-scoped object, is never taken for absent.
 - **Foreground**: the owner carries the `foregroundDeletion` finalizer (added by the delete); its
   dependents are deleted, and the finalizer is removed once no dependent that has
   `blockOwnerDeletion: true` for it is left.
@@ -133,6 +133,8 @@ class GarbageCollector(Controller):
             reg = self._registry_for_kind(ref.get("apiVersion", ""), ref.get("kind", ""))
             if reg is None:
                 return False  # a kind this server does not serve: cannot tell, keep the dependent
+            if reg.rdef.namespaced and not meta.get("namespace"):
+                return False  # a namespaced owner of a cluster-scoped object cannot be resolved (upstream)
             namespace = meta.get("namespace", "") if reg.rdef.namespaced else ""
             try:
                 owner = await reg.get(namespace, ref.get("name", ""))
