@@ -388,9 +388,21 @@ class _FastServer(web.Server):
         return FastRequestHandler(self, loop=self._loop, lane=self._fast_lane, **self._kwargs)
 
 
-def install(server: web.Server, lane: FastLane) -> None:
+# The aiohttp internals the lane reads (RequestHandler slots; checked on install, so that an
+# aiohttp without them runs every request through aiohttp instead of failing per request).
+_HANDLER_INTERNALS = ("_messages", "_request_in_progress", "_request_count", "_payload_parser", "_upgraded",
+                      "_force_close", "_close", "_next_keepalive_close_time", "_keepalive_timeout", "_loop")
+
+
+def install(server: web.Server, lane: FastLane) -> bool:
     """Make an aiohttp Server (the protocol factory of a runner's sites) build fast-lane protocols.
     The runner created the Server itself (Application._make_handler), so it is re-classed here
-    rather than constructed; _FastServer adds no state aiohttp would not set up."""
+    rather than constructed; _FastServer adds no state aiohttp would not set up. False (and no
+    lane) when this aiohttp lacks an internal the lane relies on."""
+    missing = [name for name in _HANDLER_INTERNALS if not hasattr(RequestHandler, name)]
+    if missing or not hasattr(server, "_kwargs"):
+        log.warning("fast lane off: this aiohttp lacks %s", ", ".join(missing) or "Server._kwargs")
+        return False
     server._fast_lane = lane  # type: ignore[attr-defined]
     server.__class__ = _FastServer
+    return True

@@ -140,8 +140,8 @@ class GenericAPIServer:
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=2.0)
         await self._runner.setup()
-        self.fast_lane = self._fast_lane(self._runner.app)
-        fastpath.install(self._runner.server, self.fast_lane)
+        lane = self._fast_lane(self._runner.app)
+        self.fast_lane = lane if fastpath.install(self._runner.server, lane) else None
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, backlog=1024)
         await site.start()
 
