@@ -16,26 +16,14 @@ from kplane.testing import KplaneProcess, Kubectl
 
 
 @pytest.fixture(scope="module")
-def kplane():
-    kp = KplaneProcess().start()
-    yield kp
-    kp.cleanup()
+def api(kp):
+    return k8s_config.new_client_from_config(config_file=kp.kubeconfig)
 
 
-@pytest.fixture(scope="module")
-def kubectl(kplane):
-    return Kubectl(kplane.kubeconfig)
-
-
-@pytest.fixture(scope="module")
-def api(kplane):
-    return k8s_config.new_client_from_config(config_file=kplane.kubeconfig)
-
-
-def admin_ssl(kplane):
+def admin_ssl(kp):
     import ssl
 
-    pki = kplane.data_dir / "pki"
+    pki = kp.data_dir / "pki"
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
     return ctx
@@ -183,9 +171,9 @@ def test_chunked_list(kubectl, api):
     assert out.count("configmap/") == 25
 
 
-def test_watch_with_kubectl(kplane, kubectl):
+def test_watch_with_kubectl(kp, kubectl):
     kubectl("create", "namespace", "watched")
-    proc = subprocess.Popen(["kubectl", "--kubeconfig", kplane.kubeconfig, "-n", "watched", "get", "cm", "-w",
+    proc = subprocess.Popen(["kubectl", "--kubeconfig", kp.kubeconfig, "-n", "watched", "get", "cm", "-w",
                              "--output-watch-events"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -218,7 +206,7 @@ def test_watch_with_python_client_and_bookmarks(api):
     assert seen == [("ADDED", "p1")]
 
 
-def test_watch_too_old_resource_version_is_gone(kplane, api):
+def test_watch_too_old_resource_version_is_gone(kp, api):
     import urllib.request
 
     core = k8s.CoreV1Api(api)
@@ -260,15 +248,15 @@ def test_bad_names_are_invalid(api):
     assert e.value.status == 422
 
 
-def test_malformed_json_and_oversized_bodies(kplane, api):
+def test_malformed_json_and_oversized_bodies(kp, api):
     core = k8s.CoreV1Api(api)
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(f"{kplane.url}/api/v1/namespaces/default/configmaps", data=b"{not json",
+    req = urllib.request.Request(f"{kp.url}/api/v1/namespaces/default/configmaps", data=b"{not json",
                                  method="POST", headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as he:
-        urllib.request.urlopen(req, context=admin_ssl(kplane))
+        urllib.request.urlopen(req, context=admin_ssl(kp))
     assert he.value.code == 400 and json.loads(he.value.read())["reason"] == "BadRequest"
     big = {"metadata": {"name": "big"}, "data": {"x": "a" * (3 * 1024 * 1024 + 10)}}
     with pytest.raises(ApiException) as e:
@@ -323,28 +311,28 @@ def test_create_in_missing_namespace_is_not_found(api):
     assert e.value.status == 404 and json.loads(e.value.body)["message"] == 'namespaces "nope" not found'
 
 
-def test_health_endpoints(kplane, kubectl):
+def test_health_endpoints(kp, kubectl):
     assert kubectl("get", "--raw", "/readyz") == "ok"
     verbose = kubectl("get", "--raw", "/livez?verbose")
     assert "[+]ping ok" in verbose and "livez check passed" in verbose
 
 
-def test_unauthenticated_is_refused(kplane):
+def test_unauthenticated_is_refused(kp):
     import ssl
     import urllib.error
     import urllib.request
 
-    ctx = ssl.create_default_context(cafile=str(kplane.data_dir / "pki" / "ca.crt"))
+    ctx = ssl.create_default_context(cafile=str(kp.data_dir / "pki" / "ca.crt"))
     with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(f"{kplane.url}/api/v1/namespaces/default/configmaps", context=ctx)
+        urllib.request.urlopen(f"{kp.url}/api/v1/namespaces/default/configmaps", context=ctx)
     assert e.value.code in (401, 403)
     assert json.loads(e.value.read())["kind"] == "Status"
 
 
-def test_restart_keeps_data_and_resource_versions(kplane, kubectl, api):
+def test_restart_keeps_data_and_resource_versions(kp, kubectl, api):
     core = k8s.CoreV1Api(api)
     before = core.create_namespaced_config_map("default", {"metadata": {"name": "survivor"}, "data": {"a": "1"}})
-    kplane.restart()
+    kp.restart()
     after = core.read_namespaced_config_map("survivor", "default")
     assert after.metadata.resource_version == before.metadata.resource_version
     assert after.metadata.uid == before.metadata.uid
@@ -371,16 +359,16 @@ def test_tls_cert_flags_replace_the_bootstrapped_serving_cert(tmp_path):
             assert json.loads(resp.read())["major"] == "1"
 
 
-def test_wrong_json_types_are_a_decoding_error(kplane, api):
+def test_wrong_json_types_are_a_decoding_error(kp, api):
     """Built-in types decode as Go structs upstream: a number where a string belongs is a 400, not stored."""
     import urllib.error
     import urllib.request
 
     def post(path: str, body: dict) -> tuple[int, dict]:
-        req = urllib.request.Request(f"{kplane.url}{path}", data=json.dumps(body).encode(), method="POST",
+        req = urllib.request.Request(f"{kp.url}{path}", data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(req, context=admin_ssl(kplane))
+            urllib.request.urlopen(req, context=admin_ssl(kp))
         return e.value.code, json.loads(e.value.read())
 
     code, status = post("/api/v1/namespaces/default/configmaps", {"metadata": {"name": "typed"}, "data": {"x": 2}})

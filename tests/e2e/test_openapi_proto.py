@@ -7,23 +7,9 @@ import json
 import ssl
 import urllib.request
 
-import pytest
-
-from kplane.testing import KplaneProcess, Kubectl
+from kplane.testing import KplaneProcess
 
 PROTO = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
-
-
-@pytest.fixture(scope="module")
-def kplane():
-    kp = KplaneProcess().start()
-    yield kp
-    kp.cleanup()
-
-
-@pytest.fixture(scope="module")
-def kubectl(kplane) -> Kubectl:
-    return Kubectl(kplane.kubeconfig)
 
 
 def config_map(name: str, **extra: object) -> dict:
@@ -35,21 +21,21 @@ def as_list(*items: dict) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(items)})
 
 
-def get(kplane: KplaneProcess, path: str, accept: str) -> tuple[int, dict[str, str], bytes]:
-    pki = kplane.data_dir / "pki"
+def get(kp: KplaneProcess, path: str, accept: str) -> tuple[int, dict[str, str], bytes]:
+    pki = kp.data_dir / "pki"
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-    req = urllib.request.Request(kplane.url + path, headers={"Accept": accept})
+    req = urllib.request.Request(kp.url + path, headers={"Accept": accept})
     with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
         return resp.status, dict(resp.headers), resp.read()
 
 
-def test_openapi_v2_negotiates_protobuf(kplane):
-    status, headers, body = get(kplane, "/openapi/v2", PROTO)
+def test_openapi_v2_negotiates_protobuf(kp):
+    status, headers, body = get(kp, "/openapi/v2", PROTO)
     assert status == 200
     assert headers["Content-Type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
     assert body[:5] == b"\x0a\x032.0"  # Document.swagger (field 1) = "2.0"
-    _, json_headers, json_body = get(kplane, "/openapi/v2", "application/json")
+    _, json_headers, json_body = get(kp, "/openapi/v2", "application/json")
     assert json_headers["Content-Type"].startswith("application/json") and json.loads(json_body)["swagger"] == "2.0"
     assert json_headers["ETag"] == headers["ETag"] and headers["Vary"] == "Accept"
 

@@ -10,20 +10,13 @@ from pathlib import Path
 import pytest
 
 from kplane.apiserver.certs import issue_serving_cert, self_signed_ca
-from kplane.testing import KplaneProcess, Kubectl, free_port
+from kplane.testing import free_port
 
 HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
-def kplane():
-    kp = KplaneProcess().start()
-    yield kp
-    kp.cleanup()
-
-
-@pytest.fixture(scope="module")
-def backend(kplane, tmp_path_factory):
+def backend(kp, tmp_path_factory):
     d = tmp_path_factory.mktemp("backend")
     ca, ca_key = self_signed_ca("backend-ca")
     (d / "ca.crt").write_bytes(ca)
@@ -33,7 +26,7 @@ def backend(kplane, tmp_path_factory):
     (d / "tls.key").write_bytes(key)
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(HERE / "aggregator_backend.py"), str(port), str(d / "tls.crt"),
-                             str(d / "tls.key"), str(kplane.data_dir / "pki" / "front-proxy-ca.crt")],
+                             str(d / "tls.key"), str(kp.data_dir / "pki" / "front-proxy-ca.crt")],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     yield port, d / "ca.crt"
@@ -41,10 +34,9 @@ def backend(kplane, tmp_path_factory):
     proc.wait(10)
 
 
-def test_register_cli_makes_the_backend_reachable_through_kplane(kplane, backend):
+def test_register_cli_makes_the_backend_reachable_through_kplane(kp, kubectl, backend):
     port, ca_file = backend
-    kubectl = Kubectl(kplane.kubeconfig)
-    out = subprocess.run([sys.executable, "-m", "kplane", "register", "--kubeconfig", kplane.kubeconfig,
+    out = subprocess.run([sys.executable, "-m", "kplane", "register", "--kubeconfig", kp.kubeconfig,
                           "--group", "wardle.example.com", "--version", "v1alpha1",
                           "--url", f"https://127.0.0.1:{port}", "--ca-file", str(ca_file)],
                          capture_output=True, text=True, timeout=60)
@@ -60,10 +52,10 @@ def test_register_cli_makes_the_backend_reachable_through_kplane(kplane, backend
     assert "kplane-admin" in listed["items"][0]["metadata"]["annotations"]["caller"]
 
 
-def test_register_cli_refuses_bad_arguments(kplane):
+def test_register_cli_refuses_bad_arguments(kp):
     for args in (["--url", "http://127.0.0.1:1", "--insecure-skip-tls-verify"],
                  ["--url", "https://127.0.0.1:1"]):
-        out = subprocess.run([sys.executable, "-m", "kplane", "register", "--kubeconfig", kplane.kubeconfig,
+        out = subprocess.run([sys.executable, "-m", "kplane", "register", "--kubeconfig", kp.kubeconfig,
                               "--group", "g.example.com", "--version", "v1", *args],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode != 0
