@@ -34,6 +34,7 @@ import yaml
 from aiohttp import StreamReader, web
 
 from kplane.apimachinery.meta import new_uid
+from kplane.apiserver.auth import user_info
 
 log = logging.getLogger("kplane.audit")
 
@@ -347,22 +348,6 @@ class LogBackend:
 def micro_time(t: float) -> str:
     """metav1.MicroTime: RFC 3339 with microseconds, UTC."""
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def user_info(user: Any) -> dict[str, Any]:
-    """authentication/v1 UserInfo, empty fields left out."""
-    out: dict[str, Any] = {}
-    if user is None:
-        return out
-    if user.name:
-        out["username"] = user.name
-    if user.uid:
-        out["uid"] = user.uid
-    if user.groups:
-        out["groups"] = list(user.groups)
-    if user.extra:
-        out["extra"] = {k: list(v) for k, v in user.extra.items()}
-    return out
 
 
 def source_ips(request: web.Request) -> list[str]:

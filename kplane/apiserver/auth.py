@@ -5,6 +5,7 @@ pkg/authorization/authorizer.Attributes)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,22 @@ class UserInfo:
 
     def __hash__(self) -> int:  # extra is a dict; identity for caching is name+groups+uid
         return hash((self.name, self.groups, self.uid))
+
+
+def user_info(user: UserInfo | None) -> dict[str, Any]:
+    """authentication/v1 UserInfo (audit events, TokenReview, SelfSubjectReview), empty fields left out."""
+    out: dict[str, Any] = {}
+    if user is None:
+        return out
+    if user.name:
+        out["username"] = user.name
+    if user.uid:
+        out["uid"] = user.uid
+    if user.groups:
+        out["groups"] = list(user.groups)
+    if user.extra:
+        out["extra"] = {k: list(v) for k, v in user.extra.items()}
+    return out
 
 
 @dataclass(frozen=True)

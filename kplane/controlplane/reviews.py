@@ -20,7 +20,7 @@ import jwt
 from kplane.apimachinery import errors
 from kplane.apimachinery.errors import Cause, field_invalid
 from kplane.apimachinery.meta import now_rfc3339
-from kplane.apiserver.auth import ALLOW, DENY, RequestAttributes, UserInfo
+from kplane.apiserver.auth import ALLOW, DENY, RequestAttributes, UserInfo, user_info
 from kplane.apiserver.registry import WriteOptions
 from kplane.apiserver.resource import Obj, ResourceDef
 from kplane.apiserver.virtual import VirtualRegistry
@@ -155,17 +155,6 @@ def _check_type(body: Obj, rdef: ResourceDef) -> None:
                                  f"({rdef.kind})")
 
 
-def _user_info_dict(user: UserInfo) -> Obj:
-    out: Obj = {"username": user.name}
-    if user.uid:
-        out["uid"] = user.uid
-    if user.groups:
-        out["groups"] = list(user.groups)
-    if user.extra:
-        out["extra"] = {k: list(v) for k, v in user.extra.items()}
-    return out
-
-
 def _spec(body: Obj) -> Obj:
     spec = body.get("spec")
     if spec is None:
@@ -253,7 +242,7 @@ class Reviews:
             status["error"] = str(e)
         else:
             status["authenticated"] = True
-            status["user"] = _user_info_dict(user)
+            status["user"] = user_info(user)
             token_auds = _jwt_audiences(token)
             status["audiences"] = [a for a in auds if a in token_auds] if token_auds is not None else auds
         out = _response(body, rdef)
@@ -265,7 +254,7 @@ class Reviews:
         _check_type(body, rdef)
         out = _response(body, rdef)
         out["metadata"]["creationTimestamp"] = now_rfc3339()
-        out["status"] = {"userInfo": _user_info_dict(opts.user)}
+        out["status"] = {"userInfo": user_info(opts.user)}
         return out
 
     # ---- authorization.k8s.io -----------------------------------------------------------------
