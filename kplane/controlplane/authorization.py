@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from kplane.apimachinery import errors
 from kplane.apiserver.auth import ALLOW, RequestAttributes, UserInfo
 from kplane.apiserver.registry import ListOptions, Registry, WriteOptions
+from kplane.controlplane.controller import Controller
 from kplane.controlplane.rbac.aggregation import aggregate
 from kplane.controlplane.rbac.authorizer import (
     RBACAuthorizer,
@@ -230,23 +230,13 @@ def _normalized(rules: list[dict] | None) -> list[tuple]:
     return [tuple(tuple(r.get(f) or ()) for f in fields) for r in rules or ()]
 
 
-class AggregationController:
+class AggregationController(Controller):
     """Keeps every aggregated ClusterRole's rules equal to the union of its selected roles."""
 
     def __init__(self, server: Any) -> None:
+        super().__init__()
         self.registry: Registry = server.registries[(RBAC_GROUP, "v1", "clusterroles")]
-        self._task: asyncio.Task | None = None
         self._kick = asyncio.Event()
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
 
     async def sync_all(self) -> None:
         """Aggregate until nothing changes (nested aggregation settles over several passes)."""
@@ -295,8 +285,8 @@ def _merge(expected: dict | None, existing: dict | None) -> dict:
     return {**(expected or {}), **(existing or {})}
 
 
-def _reconcile_role(existing: Obj, expected: Obj) -> Obj | None:
-    """The updated role if it needs changes, else None (pkg/registry/rbac/reconciliation)."""
+def _reconcile_meta(existing: Obj, expected: Obj) -> bool:
+    """Merge the expected labels and annotations into `existing`; whether that changed it."""
     m, em = existing.setdefault("metadata", {}), expected["metadata"]
     changed = False
     for key in ("labels", "annotations"):
@@ -304,6 +294,12 @@ def _reconcile_role(existing: Obj, expected: Obj) -> Obj | None:
         if merged != (m.get(key) or {}):
             m[key] = merged
             changed = True
+    return changed
+
+
+def _reconcile_role(existing: Obj, expected: Obj) -> Obj | None:
+    """The updated role if it needs changes, else None (pkg/registry/rbac/reconciliation)."""
+    changed = _reconcile_meta(existing, expected)
     if expected.get("aggregationRule") is not None:
         rule = existing.get("aggregationRule") or {}
         selectors = list(rule.get("clusterRoleSelectors") or [])
@@ -321,13 +317,7 @@ def _reconcile_role(existing: Obj, expected: Obj) -> Obj | None:
 
 
 def _reconcile_binding(existing: Obj, expected: Obj) -> Obj | None:
-    m, em = existing.setdefault("metadata", {}), expected["metadata"]
-    changed = False
-    for key in ("labels", "annotations"):
-        merged = _merge(em.get(key), m.get(key))
-        if merged != (m.get(key) or {}):
-            m[key] = merged
-            changed = True
+    changed = _reconcile_meta(existing, expected)
     subjects = list(existing.get("subjects") or [])
     for s in expected.get("subjects") or []:
         if s not in subjects:
