@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._load import LeanConnection  # noqa: E402
-from kplane.testing import KplaneProcess, free_port  # noqa: E402
+from kplane.testing import ExtensionProcess, KplaneProcess, free_port  # noqa: E402
 
 GV = "/apis/wardle.example.com/v1alpha1"
 GET_PATH = f"{GV}/namespaces/default/flunders/bench-0"
@@ -54,25 +54,6 @@ MARK = b'{"type":"'
 
 
 # ---- processes -------------------------------------------------------------------------------------
-
-
-class Wardle:
-    def __init__(self, kp: KplaneProcess, tmp: Path):
-        self.port = free_port()
-        self.data_dir = tmp / "wardle"
-        self.log = open(tmp / "wardle.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "examples.wardle", "--kubeconfig", kp.kubeconfig,
-             "--secure-port", str(self.port), "--data-dir", str(self.data_dir)],
-            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 NGINX_CONF = """
@@ -122,7 +103,7 @@ http {{
 
 
 class Nginx:
-    def __init__(self, tmp: Path, kp: KplaneProcess, wardle: Wardle, workers: int):
+    def __init__(self, tmp: Path, kp: KplaneProcess, wardle: ExtensionProcess, workers: int):
         self.port = free_port()
         pki = kp.data_dir / "pki"
         d = tmp / "nginx"
@@ -397,20 +378,6 @@ def client_ctx(ca: Path, cert: Path | None = None, key: Path | None = None) -> s
     return ctx
 
 
-def wait_available(kp: KplaneProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while subprocess.run(["kubectl", "--kubeconfig", kp.kubeconfig, "get", "apiservice",
-                          "v1alpha1.wardle.example.com"], capture_output=True, check=False).returncode:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"wardle did not register itself\n{kp.log()}")
-        time.sleep(0.2)
-    r = subprocess.run(["kubectl", "--kubeconfig", kp.kubeconfig, "wait", "--for=condition=Available",
-                        "apiservice/v1alpha1.wardle.example.com", f"--timeout={int(timeout)}s"],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        raise SystemExit(f"wardle did not become Available: {r.stderr}\n{kp.log()}")
-
-
 def wait_port(port: int, timeout: float = 30) -> None:
     import socket
 
@@ -431,7 +398,7 @@ def fmt_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(out)
 
 
-async def run(args: argparse.Namespace, kp: KplaneProcess, wardle: Wardle, nginx: Nginx | None) -> None:
+async def run(args: argparse.Namespace, kp: KplaneProcess, wardle: ExtensionProcess, nginx: Nginx | None) -> None:
     pki = kp.data_dir / "pki"
     wardle_ca = wardle.data_dir / "pki" / "ca.crt"
     direct = Endpoint("direct", "127.0.0.1", wardle.port,
@@ -559,8 +526,8 @@ def main() -> int:
     kp.start()
     wardle = nginx = None
     try:
-        wardle = Wardle(kp, tmp)
-        wait_available(kp)
+        wardle = ExtensionProcess(kp, "examples.wardle", apiservices=["v1alpha1.wardle.example.com"],
+                                  data_dir=tmp / "wardle", cwd=REPO).start(timeout=60)
         if not args.no_nginx:
             if shutil.which("nginx") is None:
                 raise SystemExit("nginx not found: apt-get install -y nginx-light (or pass --no-nginx)")

@@ -323,6 +323,7 @@ class ExtensionProcess(_ServerProcess):
         apiservices = self.apiservices if apiservices is None else apiservices
         cmd = [sys.executable, "-m", self.module, "--kubeconfig", self.kp.kubeconfig, "--secure-port",
                str(self.port), "--data-dir", str(self.data_dir), *self.args]
+        self.data_dir.mkdir(parents=True, exist_ok=True)  # a given data dir need not exist yet
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                          env=_importable(dict(os.environ, **(self.env or {}))))
