@@ -73,7 +73,7 @@ class FastRequest:
     classes use; `request[...]` is per-request state as on web.Request."""
 
     __slots__ = ("_body", "_content", "_lane", "_state", "_url", "_writer", "headers", "keep_alive",
-                 "method", "raw_path", "remote", "transport", "version")
+                 "method", "raw_path", "transport", "version")
 
     def __init__(self, lane: FastLane, protocol: RequestHandler, method: str, raw_path: str,
                  headers: CIMultiDictProxy[str], body: bytes, keep_alive: bool):
@@ -86,8 +86,6 @@ class FastRequest:
         self.keep_alive = keep_alive
         self.version = HttpVersion11
         self.transport = protocol.transport
-        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
-        self.remote = peer[0] if isinstance(peer, (tuple, list)) and peer else None
         path, _, query = raw_path.partition("?")
         self._url = URL.build(path=path, query_string=query, encoded=True)
         self._state: dict[str, Any] = {}
@@ -105,6 +103,12 @@ class FastRequest:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._state.get(key, default)
+
+    @property
+    def remote(self) -> str | None:
+        """The peer's address, as web.Request.remote (looked up only by those who need it)."""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return peer[0] if isinstance(peer, (tuple, list)) and peer else None
 
     @property
     def path(self) -> str:
