@@ -29,6 +29,7 @@ from kplane.aggregator.liveness import BackendLiveness
 from kplane.aggregator.metrics import AggregatorMetrics
 from kplane.aggregator.openapi import OpenAPIAggregator
 from kplane.aggregator.proxy import Proxy, Target, build_target
+from kplane.aio import wait_for
 from kplane.apiserver.registry import ListOptions, WriteOptions
 
 log = logging.getLogger("kplane.aggregator")
@@ -93,7 +94,7 @@ class Aggregator:
         for plural in ("services", "endpoints"):
             self._tasks.append(asyncio.ensure_future(self._watch_backends(plural)))
         try:
-            await asyncio.wait_for(self._synced.wait(), 10)
+            await wait_for(self._synced.wait(), 10)
         except TimeoutError:
             log.warning("APIService cache did not sync in 10s")
         self.liveness.start(list(self.targets))

@@ -25,6 +25,7 @@ from kplane.aggregator import apiservice as apis
 from kplane.aggregator.endpoints import EndpointResolver, Lookup, ResolveError, has_ready_endpoint_in_subsets
 from kplane.aggregator.httpclient import BackendError, Pool, read_head
 from kplane.aggregator.metrics import AggregatorMetrics
+from kplane.aio import wait_for
 from kplane.apimachinery.meta import now_rfc3339
 
 log = logging.getLogger("kplane.aggregator.availability")
@@ -54,7 +55,7 @@ class DiscoveryProber:
     async def probe(self, host: str, port: int, path: str) -> str | None:
         url = f"https://{_host(host, port)}{path}"
         try:
-            return await asyncio.wait_for(self._get(host, port, path, url), self.timeout)
+            return await wait_for(self._get(host, port, path, url), self.timeout)
         except TimeoutError:
             return (f'failing or missing response from {url}: Get "{url}": context deadline exceeded '
                     f"(Client.Timeout exceeded while awaiting headers)")

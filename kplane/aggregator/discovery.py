@@ -32,6 +32,7 @@ import orjson
 
 from kplane.aggregator import apiservice as apis
 from kplane.aggregator.autoregister import builtin_priority
+from kplane.aio import wait_for
 from kplane.apimachinery.versions import compare_kube_aware_version_strings
 from kplane.apiserver import discovery as disco
 
@@ -312,7 +313,7 @@ class MergedDiscovery:
         cached = self.results.get(st.service_key)
         if cached is None or cached.last_updated <= st.last_marked_dirty:
             try:
-                cached = await asyncio.wait_for(self._fetch(st, cached), self.timeout)
+                cached = await wait_for(self._fetch(st, cached), self.timeout)
             except TimeoutError:
                 err = "request timed out"
             except Exception as e:  # noqa: BLE001 - any failure makes the entry Stale

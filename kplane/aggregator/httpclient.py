@@ -15,6 +15,8 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 
+from kplane.aio import wait_for
+
 _MAX_HEAD = 64 * 1024
 _MAX_IDLE_PER_KEY = 256
 _STREAM_LIMIT = 2 ** 20
@@ -60,7 +62,7 @@ class Pool:
                     return conn
                 conn.close()
         try:
-            reader, writer = await asyncio.wait_for(
+            reader, writer = await wait_for(
                 asyncio.open_connection(host, port, ssl=ctx, server_hostname=server_hostname if ctx else None,
                                         limit=_STREAM_LIMIT),
                 self.connect_timeout)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kplane.aggregator.endpoints import EndpointResolver, ResolveError
+from kplane.aio import wait_for
 
 log = logging.getLogger("kplane.aggregator.liveness")
 
@@ -78,7 +79,7 @@ class BackendLiveness:
                 continue
             delay = RETRY_SECONDS
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                reader, writer = await wait_for(asyncio.open_connection(
                     ep.host, ep.port, ssl=target.ssl_context, server_hostname=target.server_hostname),
                     CONNECT_TIMEOUT)
             except (OSError, TimeoutError) as e:

@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from kplane.aggregator import apiservice as apis
+from kplane.aio import wait_for
 from kplane.apiserver.openapi_proto import Encodings
 from kplane.apiserver.openapi_routes import v2_response
 
@@ -121,7 +122,7 @@ class OpenAPIAggregator:
             except Exception:
                 log.exception("openapi refresh failed")
             try:
-                await asyncio.wait_for(self._wake.wait(), REFRESH_SECONDS)
+                await wait_for(self._wake.wait(), REFRESH_SECONDS)
             except TimeoutError:
                 pass
 
@@ -141,14 +142,14 @@ class OpenAPIAggregator:
             if target is None or not apis.is_available(obj):
                 continue
             try:
-                status, _, body = await asyncio.wait_for(self.fetch(target, "/openapi/v2",
+                status, _, body = await wait_for(self.fetch(target, "/openapi/v2",
                                                                     {"Accept": "application/json"}), TIMEOUT)
                 if status == 200:
                     spec = orjson.loads(body)
                     if self.v2_specs.get(name) != spec:
                         self.v2_specs[name] = spec
                         self._version += 1
-                status, _, body = await asyncio.wait_for(self.fetch(target, f"/openapi/v3/{gv}",
+                status, _, body = await wait_for(self.fetch(target, f"/openapi/v3/{gv}",
                                                                     {"Accept": "application/json"}), TIMEOUT)
                 if status == 200:
                     self.v3_docs[gv] = body

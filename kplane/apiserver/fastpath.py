@@ -36,6 +36,7 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
 from yarl import URL
 
+from kplane.aio import wait_for
 from kplane.apiserver import onewrite
 
 log = logging.getLogger("kplane.apiserver.fastpath")
@@ -229,7 +230,7 @@ class FastRequestHandler(RequestHandler):
         task = self._fast_task
         if task is not None and not task.done():
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout)
+                await wait_for(asyncio.shield(task), timeout)
             except (TimeoutError, asyncio.CancelledError):
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():

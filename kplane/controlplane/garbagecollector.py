@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from kplane.aio import wait_for
 from kplane.apimachinery import errors
 from kplane.apiserver.registry import Registry, WriteOptions
 from kplane.apiserver.server import GenericAPIServer
@@ -62,7 +63,7 @@ class GarbageCollector(Controller):
         self._wake.set()  # one sweep at start: what happened while no replica collected
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), RESYNC_SECONDS)
+                await wait_for(self._wake.wait(), RESYNC_SECONDS)
             except TimeoutError:
                 pass
             await asyncio.sleep(_SETTLE_SECONDS)

@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from kplane.aio import wait_for
 from kplane.apimachinery import errors
 from kplane.apimachinery.meta import now_micro
 from kplane.apiserver.registry import WriteOptions
@@ -202,7 +203,7 @@ class LeaderElector:
                 if remaining <= 0:
                     break
                 try:
-                    renewed = await asyncio.wait_for(self._try_acquire_or_renew(), remaining)
+                    renewed = await wait_for(self._try_acquire_or_renew(), remaining)
                 except asyncio.CancelledError:
                     raise
                 except TimeoutError:
@@ -237,7 +238,7 @@ class LeaderElector:
 
     async def _try_quietly(self) -> bool:
         try:
-            return await asyncio.wait_for(self._try_acquire_or_renew(), self.renew_deadline)
+            return await wait_for(self._try_acquire_or_renew(), self.renew_deadline)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - the next period tries again
@@ -321,7 +322,7 @@ class LeaderElector:
         record = {"holderIdentity": "", "leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now,
                   "leaseTransitions": spec.get("leaseTransitions") or 0}
         try:
-            written, _ = await asyncio.wait_for(self.leases.update(
+            written, _ = await wait_for(self.leases.update(
                 self.namespace, self.name, _with_spec(self._observed, record), WriteOptions(field_manager=_MANAGER)),
                 self.retry_period)
             self._observe(written)

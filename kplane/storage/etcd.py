@@ -56,6 +56,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+from kplane.aio import wait_for
 from kplane.storage.etcd_http import EtcdError, EtcdHTTP, WatchStream, tls_context
 from kplane.storage.interface import (
     KV,
@@ -204,7 +205,7 @@ class EtcdStore:
         self._dispatched = self._floor = rev
         self._stream_task = asyncio.create_task(self._follow(), name="etcd watch")
         try:
-            await asyncio.wait_for(self._stream_up.wait(), 10)
+            await wait_for(self._stream_up.wait(), 10)
         except TimeoutError:
             log.warning("msg=%r", "etcd watch not established yet; continuing")
 
@@ -364,7 +365,7 @@ class EtcdStore:
         self._progress_waiters.append(fut)
         try:
             await stream.send({"progress_request": {}})
-            return await asyncio.wait_for(asyncio.shield(fut), _PROGRESS_TIMEOUT)
+            return await wait_for(asyncio.shield(fut), _PROGRESS_TIMEOUT)
         finally:
             if not fut.done():
                 fut.cancel()
@@ -375,7 +376,7 @@ class EtcdStore:
 
     async def check(self) -> None:
         """The /readyz etcd check: etcd answers a read and the store's watch is connected."""
-        await asyncio.wait_for(self.current_revision(), 2.0)
+        await wait_for(self.current_revision(), 2.0)
         if self._stream is None:
             raise UnavailableError("etcd watch is not connected")
 
@@ -437,8 +438,9 @@ class EtcdStore:
                 while True:
                     res = await stream.recv()
                     if res.get("compact_revision"):
-                        self._lose_history(int(res["compact_revision"]))
-                        await self._restart_at_current()
+                        compacted = int(res["compact_revision"])
+                        self._lose_history(compacted)
+                        self._restart_at(compacted)
                         break
                     if res.get("canceled"):
                         raise ConnectionResetError(str(res.get("cancel_reason", "watch canceled")))
@@ -520,10 +522,13 @@ class EtcdStore:
         for box in tuple(self._mailboxes):
             box.push(_Lost(compacted))
 
-    async def _restart_at_current(self) -> None:
-        rev = await self.current_revision()
+    def _restart_at(self, compacted: int) -> None:
+        """Follow on from the oldest revision etcd still has. The watchers that needed the lost
+        events were told to relist; one opened since then must still see every later event,
+        so the stream resumes at `compacted` rather than at the current revision (a write
+        between the two would be missed)."""
         self._log.clear()
-        self._dispatched = self._floor = rev
+        self._dispatched = self._floor = compacted - 1
 
 
 async def open_etcd_store(servers: list[str], *, prefix: str = "/registry", cafile: str | None = None,

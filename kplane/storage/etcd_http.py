@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from kplane.aio import wait_for
 from kplane.storage.interface import StorageError, UnavailableError
 
 _STREAM_LENGTH = 1 << 40  # declared length of a watch request body (never reached)
@@ -142,7 +143,7 @@ class EtcdHTTP:
     # -- connections ----------------------------------------------------------
 
     async def _connect_to(self, ep: Endpoint) -> _Conn:
-        reader, writer = await asyncio.wait_for(
+        reader, writer = await wait_for(
             asyncio.open_connection(ep.host, ep.port, ssl=self._ssl if ep.tls else None,
                                     server_hostname=ep.host if ep.tls else None, limit=1 << 20),
             self._connect_timeout)
@@ -193,8 +194,7 @@ class EtcdHTTP:
                 if conn is None:
                     conn = await self.connect()
                 try:
-                    status, data, keep = await asyncio.wait_for(self._roundtrip(conn, path, payload),
-                                                                self._timeout)
+                    status, data, keep = await wait_for(self._roundtrip(conn, path, payload), self._timeout)
                 except TimeoutError:
                     conn.close()
                     raise UnavailableError(f"etcd request {path} timed out after {self._timeout}s") from None

@@ -1,0 +1,24 @@
+"""asyncio helpers that every layer may use (this module imports nothing from kplane)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
+    """`asyncio.wait_for`, minus Python 3.11's lost cancellation.
+
+    On 3.11, wait_for() runs `aw` in a task of its own, and when that task finishes in the
+    same loop iteration as the caller is cancelled it returns the result and drops the
+    CancelledError (CPython gh-86296, fixed in 3.12). A `while True` loop around it then
+    never ends and whoever awaits the cancelled task hangs — a controller's stop() on
+    shutdown, for one. `asyncio.timeout()` awaits `aw` in the caller's own task, so a
+    cancellation always arrives. Raises TimeoutError like wait_for."""
+    if timeout is None:
+        return await aw
+    async with asyncio.timeout(timeout):
+        return await aw
