@@ -339,7 +339,7 @@ def _pyspy(out_dir: str, pid: int, name: str, seconds: float) -> subprocess.Pope
         return None
     os.makedirs(out_dir, exist_ok=True)
     return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds + 0.99)),
-                             "--format", "raw", "--rate", "200", "-o", os.path.join(out_dir, f"{name}.txt")],
+                             "--format", "raw", "--rate", "200", "--gil", "-o", os.path.join(out_dir, f"{name}.txt")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
