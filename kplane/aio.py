@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -22,3 +22,21 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
         return await aw
     async with asyncio.timeout(timeout):
         return await aw
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any] | None]) -> None:
+    """Cancel each task and wait until it has ended, whatever it raised (a stopping component's
+    background work). Unlike `suppress(CancelledError)` around the awaits, a cancellation of
+    the caller itself still propagates."""
+    pending = [t for t in tasks if t is not None]
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+        except Exception:  # noqa: BLE001 - it is stopping; its failure was its own to report
+            pass

@@ -13,7 +13,6 @@ ConfigMap and the /metrics exposition of all of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -29,7 +28,7 @@ from kplane.aggregator.liveness import BackendLiveness
 from kplane.aggregator.metrics import AggregatorMetrics
 from kplane.aggregator.openapi import OpenAPIAggregator
 from kplane.aggregator.proxy import Proxy, Target, build_target
-from kplane.aio import wait_for
+from kplane.aio import cancel_and_wait, wait_for
 from kplane.apiserver.registry import ListOptions, WriteOptions
 
 log = logging.getLogger("kplane.aggregator")
@@ -113,11 +112,7 @@ class Aggregator:
         await self.discovery.stop()
         if self.openapi is not None:
             await self.openapi.stop()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         self.proxy.close()
         self.availability.prober.close()

@@ -14,7 +14,6 @@ exponential backoff (5 ms .. 30 s) while the check fails.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
@@ -25,7 +24,7 @@ from kplane.aggregator import apiservice as apis
 from kplane.aggregator.endpoints import EndpointResolver, Lookup, ResolveError, has_ready_endpoint_in_subsets
 from kplane.aggregator.httpclient import BackendError, Pool, read_head
 from kplane.aggregator.metrics import AggregatorMetrics
-from kplane.aio import wait_for
+from kplane.aio import cancel_and_wait, wait_for
 from kplane.apimachinery.meta import now_rfc3339
 
 log = logging.getLogger("kplane.aggregator.availability")
@@ -145,11 +144,7 @@ class AvailabilityController:
         self._tasks.append(asyncio.ensure_future(self._resync_loop()))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         for h in self._delayed.values():
             h.cancel()

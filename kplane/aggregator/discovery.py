@@ -20,7 +20,6 @@ flight, so a hanging backend never blocks discovery of the rest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -32,7 +31,7 @@ import orjson
 
 from kplane.aggregator import apiservice as apis
 from kplane.aggregator.autoregister import builtin_priority
-from kplane.aio import wait_for
+from kplane.aio import cancel_and_wait, wait_for
 from kplane.apimachinery.versions import compare_kube_aware_version_strings
 from kplane.apiserver import discovery as disco
 
@@ -277,11 +276,7 @@ class MergedDiscovery:
         self._tasks.append(asyncio.ensure_future(self._refresh_loop()))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     async def _refresh_loop(self) -> None:

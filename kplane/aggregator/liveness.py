@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kplane.aggregator.endpoints import EndpointResolver, ResolveError
-from kplane.aio import wait_for
+from kplane.aio import cancel_and_wait, wait_for
 
 log = logging.getLogger("kplane.aggregator.liveness")
 
@@ -60,11 +60,7 @@ class BackendLiveness:
         self.running = False
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(tasks)
 
     async def _watch(self, name: str) -> None:
         reachable: bool | None = None  # unknown until the first attempt

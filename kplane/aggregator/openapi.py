@@ -7,7 +7,6 @@ documents."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from kplane.aggregator import apiservice as apis
-from kplane.aio import wait_for
+from kplane.aio import cancel_and_wait, wait_for
 from kplane.apiserver.openapi_proto import Encodings
 from kplane.apiserver.openapi_routes import v2_response
 
@@ -107,10 +106,8 @@ class OpenAPIAggregator:
         self._task = asyncio.ensure_future(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_and_wait([self._task])
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+
+from kplane.aio import cancel_and_wait
 
 
 class Controller:
@@ -19,9 +20,7 @@ class Controller:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        await cancel_and_wait([self._task])
         self._task = None
 
     async def _run(self) -> None:

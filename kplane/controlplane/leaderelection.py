@@ -25,7 +25,6 @@ storage (SQLite) or `--leader-elect=false`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import random
@@ -37,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from kplane.aio import wait_for
+from kplane.aio import cancel_and_wait, wait_for
 from kplane.apimachinery import errors
 from kplane.apimachinery.meta import now_micro
 from kplane.apiserver.registry import WriteOptions
@@ -174,9 +173,7 @@ class LeaderElector:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
         was_leading = self._leading
         await self._lost()

@@ -56,7 +56,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from kplane.aio import wait_for
+from kplane.aio import cancel_and_wait, wait_for
 from kplane.storage.etcd_http import EtcdError, EtcdHTTP, WatchStream, tls_context
 from kplane.storage.interface import (
     KV,
@@ -413,13 +413,7 @@ class EtcdStore:
         if self._closed:
             return
         self._closed = True
-        for task in (self._compactor, self._stream_task):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await cancel_and_wait([self._compactor, self._stream_task])
         for box in tuple(self._mailboxes):
             box.push(CLOSED)
         self._mailboxes.clear()

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from kplane.aggregator.endpoints import EndpointResolver, ResolveError, registry_lookup, registry_slice_lister
+from kplane.aio import cancel_and_wait
 from kplane.apimachinery import errors
 from kplane.apimachinery.meta import now_rfc3339
 from kplane.apiserver.registry import ListOptions, Registry, WriteOptions
@@ -91,13 +92,7 @@ class CRDController:
         self._tasks.append(asyncio.ensure_future(self._work()))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         await self.converter.close()
 
