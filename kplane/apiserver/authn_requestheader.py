@@ -98,6 +98,9 @@ def config_from_configmap(data: Mapping[str, str]) -> RequestHeaderConfig | None
 
 def peer_certificate_der(request: web.Request) -> bytes | None:
     """The DER bytes of the request's (handshake-verified) TLS client certificate, if any."""
+    per_connection = getattr(request, "peer_certificate_der", None)  # the fast lane's request
+    if per_connection is not None:
+        return per_connection()
     transport: Any = request.transport
     if transport is None:
         return None

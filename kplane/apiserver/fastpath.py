@@ -73,7 +73,7 @@ class FastRequest:
     """The parts of aiohttp's web.Request that the filter chain, the delegates and the response
     classes use; `request[...]` is per-request state as on web.Request."""
 
-    __slots__ = ("_body", "_content", "_lane", "_state", "_url", "_writer", "headers", "keep_alive",
+    __slots__ = ("_body", "_content", "_lane", "_protocol", "_state", "_url", "_writer", "headers", "keep_alive",
                  "method", "raw_path", "transport", "version")
 
     def __init__(self, lane: FastLane, protocol: RequestHandler, method: str, raw_path: str,
@@ -87,10 +87,10 @@ class FastRequest:
         self.keep_alive = keep_alive
         self.version = HttpVersion11
         self.transport = protocol.transport
-        path, _, query = raw_path.partition("?")
-        self._url = URL.build(path=path, query_string=query, encoded=True)
+        self._protocol = protocol
+        self._url: URL | None = None  # built when asked for (a proxied request never is)
         self._state: dict[str, Any] = {}
-        self._writer = StreamWriter(protocol, protocol._loop)
+        self._writer: StreamWriter | None = None
 
     # per-request state, as web.Request's MutableMapping
     def __getitem__(self, key: str) -> Any:
@@ -107,21 +107,31 @@ class FastRequest:
 
     @property
     def remote(self) -> str | None:
-        """The peer's address, as web.Request.remote (looked up only by those who need it)."""
-        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
-        return peer[0] if isinstance(peer, (tuple, list)) and peer else None
+        """The peer's address, as web.Request.remote (looked up once per connection)."""
+        return self._protocol.peer_host()
+
+    def peer_certificate_der(self) -> bytes | None:
+        """The TLS client certificate's DER bytes, looked up once per connection."""
+        return self._protocol.peer_certificate_der()
+
+    @property
+    def url(self) -> URL:
+        if self._url is None:
+            path, _, query = self.raw_path.partition("?")
+            self._url = URL.build(path=path, query_string=query, encoded=True)
+        return self._url
 
     @property
     def path(self) -> str:
-        return self._url.path
+        return self.url.path
 
     @property
     def query(self) -> MultiDictProxy[str]:
-        return self._url.query  # what web.Request.query is: yarl's parse of the same target
+        return self.url.query  # what web.Request.query is: yarl's parse of the same target
 
     @property
     def query_string(self) -> str:
-        return self._url.query_string
+        return self.url.query_string
 
     @property
     def content_length(self) -> int | None:
@@ -145,11 +155,13 @@ class FastRequest:
 
     @property
     def writer(self) -> StreamWriter:
+        if self._writer is None:
+            self._writer = StreamWriter(self._protocol, self._protocol._loop)
         return self._writer
 
     @property
     def _payload_writer(self) -> StreamWriter:  # what aiohttp's responses write through
-        return self._writer
+        return self.writer
 
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
         await self._lane.on_response_prepare(self, response)
@@ -187,7 +199,7 @@ class FastRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the fast lane in front of its parser."""
 
     __slots__ = ("_aio_partial", "_aio_payload", "_fast_held", "_fast_held_paused", "_fast_task",
-                 "_fast_wait", "_lane")
+                 "_fast_wait", "_lane", "_peer")
 
     def __init__(self, *args: Any, lane: FastLane, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -198,6 +210,19 @@ class FastRequestHandler(RequestHandler):
         self._fast_held_paused = False
         self._aio_partial = False  # aiohttp's parser holds part of a request head
         self._aio_payload: Any = None  # the body stream of the last request aiohttp parsed
+        self._peer: dict[str, Any] = {}  # per-connection facts: the same for every request on it
+
+    def peer_host(self) -> str | None:
+        if "host" not in self._peer:
+            peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+            self._peer["host"] = peer[0] if isinstance(peer, (tuple, list)) and peer else None
+        return self._peer["host"]
+
+    def peer_certificate_der(self) -> bytes | None:
+        if "der" not in self._peer:
+            ssl_object = self.transport.get_extra_info("ssl_object") if self.transport is not None else None
+            self._peer["der"] = (ssl_object.getpeercert(binary_form=True) or None) if ssl_object else None
+        return self._peer["der"]
 
     # ---- protocol ---------------------------------------------------------------------------------
 
