@@ -6,56 +6,29 @@ and deleting the CRD removes only those."""
 
 from __future__ import annotations
 
-import base64
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from kplane.controlplane.pki import issue_serving_cert, self_signed_ca
-from kplane.testing import KplaneProcess, Kubectl, free_port
+from kplane.testing import KplaneProcess, Kubectl
+from tests.e2e.tls_backend import GROUP, TLSBackend, wait_until
 
-HERE = Path(__file__).parent
-GROUP = "wardle.example.com"
 CRD_NAME = f"flunders.{GROUP}"
 AUTOMANAGED = "kube-aggregator.kubernetes.io/automanaged"
 
 
 @pytest.fixture(scope="module")
-def backend(kp: KplaneProcess, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def backend(kp: KplaneProcess, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSBackend]:
     """tests/e2e/aggregator_backend.py registered as the remote APIService v1alpha1.wardle.example.com."""
-    tmp = tmp_path_factory.mktemp("wardle")
-    ca, ca_key = self_signed_ca("wardle-ca")
-    (tmp / "ca.crt").write_bytes(ca)
-    (tmp / "ca.key").write_bytes(ca_key)
-    cert, key = issue_serving_cert(tmp / "ca.crt", tmp / "ca.key", ["api.wardle.svc"])
-    (tmp / "tls.crt").write_bytes(cert)
-    (tmp / "tls.key").write_bytes(key)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "aggregator_backend.py"), str(port), str(tmp / "tls.crt"),
-                             str(tmp / "tls.key"), str(kp.data_dir / "pki" / "front-proxy-ca.crt")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    docs = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "wardle"}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "wardle"},
-         "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]}},
-        {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "api", "namespace": "wardle"},
-         "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": port}]}]},
-        {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": f"v1alpha1.{GROUP}"},
-         "spec": {"group": GROUP, "version": "v1alpha1", "groupPriorityMinimum": 1000, "versionPriority": 15,
-                  "caBundle": base64.b64encode(ca).decode(),
-                  "service": {"namespace": "wardle", "name": "api", "port": 443}}},
-    ]
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
-    kubectl("wait", "--for=condition=Available", f"apiservice/v1alpha1.{GROUP}", "--timeout=30s")
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    b = TLSBackend(kp, tmp_path_factory.mktemp("wardle")).start()
+    try:
+        kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                      "items": b.registration()}))
+        kubectl("wait", "--for=condition=Available", f"apiservice/v1alpha1.{GROUP}", "--timeout=30s")
+        yield b
+    finally:
+        b.stop()
 
 
 def _crd() -> dict:
@@ -68,25 +41,16 @@ def _crd() -> dict:
                                   {"name": "v1beta1", "served": True, "storage": False, "schema": schema}]}}
 
 
-def _wait(fn: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
-
-
 def _apiservice(kubectl: Kubectl, name: str) -> dict | None:
     proc = kubectl.run("get", "apiservice", name, "-o", "json", check=False)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
-def test_remote_apiservice_wins_over_crd(kubectl: Kubectl, backend: int) -> None:
+def test_remote_apiservice_wins_over_crd(kubectl: Kubectl, backend: TLSBackend) -> None:
     kubectl("apply", "-f", "-", input=json.dumps(_crd()))
     kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
     # The CRD's other version is registered Local, automanaged, with crdregistration's priorities.
-    local = _wait(lambda: _apiservice(kubectl, f"v1beta1.{GROUP}"))
+    local = wait_until(lambda: _apiservice(kubectl, f"v1beta1.{GROUP}"))
     assert local is not None and "service" not in local["spec"]
     assert local["metadata"]["labels"][AUTOMANAGED] == "true"
     assert (local["spec"]["groupPriorityMinimum"], local["spec"]["versionPriority"]) == (1000, 100)
@@ -111,7 +75,7 @@ def test_remote_apiservice_wins_over_crd(kubectl: Kubectl, backend: int) -> None
     assert [v["version"] for v in wardle["versions"]] == ["v1beta1", "v1alpha1"]
     # Deleting the CRD removes only the APIService it registered.
     kubectl("delete", "crd", CRD_NAME, "--timeout=60s")
-    assert _wait(lambda: _apiservice(kubectl, f"v1beta1.{GROUP}") is None)
+    assert wait_until(lambda: _apiservice(kubectl, f"v1beta1.{GROUP}") is None)
     remote = _apiservice(kubectl, f"v1alpha1.{GROUP}")
     assert remote is not None and remote["spec"]["service"]["name"] == "api"
     listed = json.loads(kubectl("get", "--raw", f"/apis/{GROUP}/v1alpha1/namespaces/default/flunders"))

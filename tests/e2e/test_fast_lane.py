@@ -9,28 +9,22 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from kplane.testing import KplaneProcess, Kubectl
-from tests.e2e.test_aggregator import Backend, condition_with, kubectl, register, wait_for
+from tests.e2e.tls_backend import TLSBackend, condition_with, register, wait_until
 
 FLUNDERS = "/apis/wardle.example.com/v1alpha1/namespaces/default/flunders"
 
 
 @pytest.fixture(scope="module")
-def kp():
-    with KplaneProcess() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def backend(kp, tmp_path_factory):
-    b = Backend(kp, tmp_path_factory.mktemp("backend"))
-    b.start()
+def backend(kp: KplaneProcess, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSBackend]:
+    b = TLSBackend(kp, tmp_path_factory.mktemp("backend")).start()
     try:
-        register(kp, b)
-        assert wait_for(lambda: condition_with(kp, "True"), 40)
+        register(kubectl, b)
+        assert wait_until(lambda: condition_with(kubectl, "True"), 40)
         yield b
     finally:
         b.stop()
@@ -154,20 +148,20 @@ def test_connection_close_is_honoured(kp, backend):
         assert reader.closed()
 
 
-def test_kubectl_through_the_fast_lane(kp, backend):
-    out = json.loads(kubectl(kp, "get", "flunders", "-n", "default", "-o", "json").stdout)
+def test_kubectl_through_the_fast_lane(kubectl, backend):
+    out = kubectl.json("get", "flunders", "-n", "default")
     assert out["kind"] == "List" or out["kind"] == "FlunderList"
     assert "kplane-admin" in out["items"][0]["metadata"]["annotations"]["caller"]
 
 
-def _fast_lane_count(kp) -> int:
-    text = kubectl(kp, "get", "--raw", "/metrics").stdout
+def _fast_lane_count(kubectl: Kubectl) -> int:
+    text = kubectl("get", "--raw", "/metrics")
     line = next(x for x in text.splitlines() if x.startswith("kplane_apiserver_fast_lane_requests_total "))
     return int(line.split()[1])
 
 
-def test_only_plain_api_requests_take_the_lane(kp, backend):
-    before = _fast_lane_count(kp)
+def test_only_plain_api_requests_take_the_lane(kp, kubectl, backend):
+    before = _fast_lane_count(kubectl)
     with _connect(kp) as sock:
         reader = _Reader(sock)
         statuses = []
@@ -178,7 +172,7 @@ def test_only_plain_api_requests_take_the_lane(kp, backend):
         time.sleep(0.5)
     assert statuses == [200, 200, 200, 200]
     # The flunder and namespace GETs took it; /version, the watch and kubectl's /metrics GET did not.
-    assert _fast_lane_count(kp) - before == 3
+    assert _fast_lane_count(kubectl) - before == 3
 
 
 def test_malformed_heads_get_aiohttps_400(kp, backend):
@@ -197,11 +191,11 @@ def test_malformed_heads_get_aiohttps_400(kp, backend):
 
 def test_sigterm_lets_a_fast_request_in_flight_finish(tmp_path):
     with KplaneProcess() as own:
-        b = Backend(own, tmp_path)
-        b.start()
+        own_kubectl = Kubectl(own.kubeconfig)
+        b = TLSBackend(own, tmp_path).start()
         try:
-            register(own, b)
-            assert wait_for(lambda: condition_with(own, "True"), 40)
+            register(own_kubectl, b)
+            assert wait_until(lambda: condition_with(own_kubectl, "True"), 40)
             with _connect(own) as sock:
                 sock.sendall(_request("GET", FLUNDERS + "/slow"))
                 time.sleep(0.3)  # the backend holds the answer for a second
