@@ -12,11 +12,8 @@ import asyncio
 import base64
 import json
 import queue
-import signal
 import ssl
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -29,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from kplane.controlplane.pki import issue_serving_cert, self_signed_ca
-from kplane.testing import KplaneProcess, free_port
+from kplane.testing import ExtensionProcess, KplaneProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 GV = "wardle.example.com/v1alpha1"
@@ -39,50 +36,6 @@ GATE_OFF = "--feature-gates=EnableAggregatedDiscoveryTimeout=false"
 
 
 # ---- harness ---------------------------------------------------------------------------------------
-
-
-class Wardle:
-    """`python -m examples.wardle` as a subprocess; restartable on the same port and data dir."""
-
-    def __init__(self, kp: KplaneProcess):
-        self.kp = kp
-        self.port = free_port()
-        self.data_dir = Path(tempfile.mkdtemp(prefix="wardle-"))
-        self.log_path = self.data_dir / "wardle.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "examples.wardle", "--kubeconfig", self.kp.kubeconfig,
-               "--secure-port", str(self.port), "--data-dir", str(self.data_dir), "-v", "2"]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        ctx = _insecure_ctx()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"wardle exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"https://127.0.0.1:{self.port}/healthz", context=ctx, timeout=2):
-                    return
-            except (OSError, ssl.SSLError):
-                time.sleep(0.05)
-        raise TimeoutError(f"wardle did not start:\n{self.log()}")
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code, self.proc = self.proc.returncode, None
-        return code
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def _insecure_ctx() -> ssl.SSLContext:
@@ -275,13 +228,14 @@ def kubectl(kp: KplaneProcess, tmp_path_factory: pytest.TempPathFactory) -> Kube
 
 
 @pytest.fixture(scope="module")
-def wardle(kp: KplaneProcess) -> Iterator[Wardle]:
-    w = Wardle(kp)
+def wardle(kp: KplaneProcess) -> Iterator[ExtensionProcess]:
+    # -v 2: the request log the identity test reads; restartable on the same port and data dir.
+    w = ExtensionProcess(kp, "examples.wardle", args=["-v", "2"], apiservices=[APISERVICE], cwd=REPO)
     w.start()
     try:
         yield w
     finally:
-        w.stop()
+        w.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +248,7 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
 
 
 @pytest.fixture(scope="module")
-def k8s(kp: KplaneProcess, wardle: Wardle) -> Iterator[Any]:
+def k8s(kp: KplaneProcess, wardle: ExtensionProcess) -> Iterator[Any]:
     from kubernetes import client, config
 
     api = config.new_client_from_config(config_file=kp.kubeconfig)
@@ -307,7 +261,7 @@ def k8s(kp: KplaneProcess, wardle: Wardle) -> Iterator[Any]:
 # ---- registration and the happy path ---------------------------------------------------------------
 
 
-def test_wardle_registers_itself_and_becomes_available(kubectl: Kubectl, wardle: Wardle) -> None:
+def test_wardle_registers_itself_and_becomes_available(kubectl: Kubectl, wardle: ExtensionProcess) -> None:
     r = kubectl("wait", "--for=condition=Available", f"apiservice/{APISERVICE}", "--timeout=30s", check=False)
     assert r.returncode == 0, r.stderr + wardle.log()
     row = kubectl("get", "apiservice", APISERVICE, "--no-headers").stdout.split()
@@ -319,7 +273,7 @@ def test_wardle_registers_itself_and_becomes_available(kubectl: Kubectl, wardle:
     assert sorted(line.split()[0] for line in out.splitlines()) == ["fischers", "flunders"]
 
 
-def test_kubectl_crud_watch_and_ban_flunder(kubectl: Kubectl, wardle: Wardle) -> None:
+def test_kubectl_crud_watch_and_ban_flunder(kubectl: Kubectl, wardle: ExtensionProcess) -> None:
     watch = LineReader(kubectl.argv("get", "flunders", "-n", "default", "-w", "--output-watch-events",
                                     "-o", "custom-columns=EVENT:.type,NAME:.object.metadata.name,"
                                     "REF:.object.spec.reference"))
@@ -406,7 +360,7 @@ def test_python_client_custom_objects_and_dynamic(k8s: Any, kubectl: Kubectl) ->
     assert json.loads(exc.value.body)["reason"] == "Forbidden"
 
 
-def test_explain_through_aggregated_openapi(kubectl: Kubectl, wardle: Wardle) -> None:
+def test_explain_through_aggregated_openapi(kubectl: Kubectl, wardle: ExtensionProcess) -> None:
     out = kubectl("explain", "flunder.spec").stdout
     assert "GROUP:      wardle.example.com" in out and "KIND:       Flunder" in out
     assert "reference\t<string>" in out and "referenceType\t<string>" in out
@@ -415,7 +369,7 @@ def test_explain_through_aggregated_openapi(kubectl: Kubectl, wardle: Wardle) ->
     assert "disallowedFlunders" in out and "[]string" in out
 
 
-def test_forged_identity_is_stripped_by_kplane_and_refused_by_wardle(k8s: Any, wardle: Wardle) -> None:
+def test_forged_identity_is_stripped_by_kplane_and_refused_by_wardle(k8s: Any, wardle: ExtensionProcess) -> None:
     client, _ = k8s
     from kubernetes import config
 
@@ -430,7 +384,7 @@ def test_forged_identity_is_stripped_by_kplane_and_refused_by_wardle(k8s: Any, w
             {"apiVersion": GV, "kind": "Flunder", "metadata": {"name": "forged-check"}})
     finally:
         api.close()
-    lines = [line for line in wardle.log().splitlines() if "name=forged-check" in line]
+    lines = [line for line in wardle.log_path.read_text().splitlines() if "name=forged-check" in line]
     assert lines, wardle.log()[-2000:]
     assert "user=kplane-admin groups=system:masters,system:authenticated" in lines[-1]
     assert "mallory" not in lines[-1] and "evil-group" not in lines[-1]
@@ -448,7 +402,7 @@ def test_forged_identity_is_stripped_by_kplane_and_refused_by_wardle(k8s: Any, w
 # ---- the backend goes away and comes back ---------------------------------------------------------
 
 
-def test_kill_wardle_then_restart(kubectl: Kubectl, wardle: Wardle, kp: KplaneProcess) -> None:
+def test_kill_wardle_then_restart(kubectl: Kubectl, wardle: ExtensionProcess, kp: KplaneProcess) -> None:
     cond = "{.status.conditions[0]"
     watch = LineReader(kubectl.argv("get", "apiservice", APISERVICE, "-w", "-o",
                                     f"jsonpath={cond}.status}} {cond}.reason}}{{'\\n'}}"))
@@ -497,7 +451,7 @@ def test_kill_wardle_then_restart(kubectl: Kubectl, wardle: Wardle, kp: KplanePr
 
 
 def test_aggregated_discovery_is_bounded_by_5s(kp: KplaneProcess, kubectl: Kubectl, backends: Backends,
-                                               wardle: Wardle) -> None:
+                                               wardle: ExtensionProcess) -> None:
     kubectl("apply", "-f", "-", input=backends.registration("hang.example.com", backends.hang_port))
     kubectl("apply", "-f", "-", input=backends.registration("slow.example.com", backends.slow_port))
     elapsed, doc = aggregated_discovery(kp)
