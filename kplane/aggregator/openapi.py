@@ -140,14 +140,14 @@ class OpenAPIAggregator:
                 continue
             try:
                 status, _, body = await wait_for(self.fetch(target, "/openapi/v2",
-                                                                    {"Accept": "application/json"}), TIMEOUT)
+                                                            {"Accept": "application/json"}), TIMEOUT)
                 if status == 200:
                     spec = orjson.loads(body)
                     if self.v2_specs.get(name) != spec:
                         self.v2_specs[name] = spec
                         self._version += 1
                 status, _, body = await wait_for(self.fetch(target, f"/openapi/v3/{gv}",
-                                                                    {"Accept": "application/json"}), TIMEOUT)
+                                                            {"Accept": "application/json"}), TIMEOUT)
                 if status == 200:
                     self.v3_docs[gv] = body
             except Exception as e:  # noqa: BLE001 - keep the last good documents
