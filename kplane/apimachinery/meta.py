@@ -71,6 +71,22 @@ def meta(obj: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
+# ObjectMeta's maps and lists are all `omitempty` in Go, so kube-apiserver never writes an empty
+# (or null) one back: `labels: {}` from a client is gone once stored. (Not managedFields: an
+# empty list there is a request to reset them, which the field manager reads first.)
+_EMPTY_OMITTED = ("labels", "annotations", "finalizers", "ownerReferences")
+
+
+def drop_empty_meta(obj: dict[str, Any]) -> None:
+    """Remove metadata's empty or null maps and lists, as Go's omitempty encoding does."""
+    m = obj.get("metadata")
+    if not isinstance(m, dict):
+        return
+    for key in _EMPTY_OMITTED:
+        if key in m and m[key] in (None, {}, []):
+            del m[key]
+
+
 def parse_time(value: str) -> _dt.datetime | None:
     try:
         return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from kplane.apimachinery import errors
-from kplane.apimachinery.meta import generate_name, meta, new_uid, now_rfc3339
+from kplane.apimachinery.meta import drop_empty_meta, generate_name, meta, new_uid, now_rfc3339
 from kplane.apimachinery.pruning import prune, type_mismatch
 from kplane.apiserver.resource import Obj, ResourceDef
 from kplane.storage.cacher import Bookmark, Cacher
@@ -365,6 +365,7 @@ class Registry:
                 obj.pop("status", None)
         if rdef.prepare_create:
             rdef.prepare_create(obj)
+        drop_empty_meta(obj)
         self._validate(obj, None)
         if rdef.namespaced and self.namespace_check is not None:
             await self.namespace_check(namespace)
@@ -558,6 +559,7 @@ class Registry:
                 if expected and expected != kv.mod_revision:
                     raise errors.conflict(rdef.plural, name, rdef.group)
                 new = self._prepare_update(new, old, opts)
+                drop_empty_meta(new)
                 self._validate(new, old)
                 for hook in self.before_update:
                     await hook(new, old, opts)

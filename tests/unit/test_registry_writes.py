@@ -112,3 +112,20 @@ async def test_update_of_an_object_deleted_behind_a_stale_cache_is_not_found(reg
     with pytest.raises(errors.StatusError) as e:
         await registry.update("default", "cm", configmap("b"), opts())
     assert e.value.code == 404
+
+
+async def test_empty_metadata_maps_and_lists_are_not_stored(registry: Registry) -> None:
+    # Go's omitempty: kube-apiserver never writes back labels: {}, annotations: {}, finalizers: []
+    # (kubectl diff sends annotations: {} and must not see it in the merged object).
+    cm = configmap("a")
+    cm["metadata"].update(labels={}, annotations={}, finalizers=[], ownerReferences=None)
+    created = await registry.create("default", cm, opts())
+    assert not {"labels", "annotations", "finalizers", "ownerReferences"} & set(created["metadata"])
+    assert all(e["fieldsV1"].get("f:metadata") is None for e in created["metadata"]["managedFields"])
+
+    update = configmap("b", created["metadata"]["resourceVersion"])
+    update["metadata"]["annotations"] = {}
+    updated, _ = await registry.update("default", "cm", update, opts())
+    assert "annotations" not in updated["metadata"] and "labels" in updated["metadata"]
+    stored = decode_stored(await registry.store.get(KEY))
+    assert "annotations" not in stored["metadata"] and stored["metadata"]["labels"] == {"app": "x"}
