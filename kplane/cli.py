@@ -162,8 +162,8 @@ def _tune_gc() -> None:
     The defaults (700, 10, 10) suit small scripts; a server keeps every object of its watch
     caches alive, and each full collection walks all of them. With these thresholds a full
     pass comes after 20 million allocations instead of 70,000: bench/core.py's create p99 at
-    concurrency 32 fell from 189–210 ms to 82–92 ms (A/B runs of 2026-11-26, throughput the
-    same within noise). Reference counting still frees at once whatever is not in a cycle,
+    concurrency 32 fell from 160–210 ms to 82–116 ms (five A/B pairs on 2026-11-26; throughput
+    and memory the same). Reference counting still frees at once whatever is not in a cycle,
     and the younger generations still collect short-lived cycles.
     """
     gc.set_threshold(50_000, 20, 20)
