@@ -115,7 +115,7 @@ class FastRequest:
         return self._protocol.peer_certificate_der()
 
     @property
-    def url(self) -> URL:
+    def rel_url(self) -> URL:  # web.Request.rel_url: the target as sent, without scheme and host
         if self._url is None:
             path, _, query = self.raw_path.partition("?")
             self._url = URL.build(path=path, query_string=query, encoded=True)
@@ -123,15 +123,15 @@ class FastRequest:
 
     @property
     def path(self) -> str:
-        return self.url.path
+        return self.rel_url.path
 
     @property
     def query(self) -> MultiDictProxy[str]:
-        return self.url.query  # what web.Request.query is: yarl's parse of the same target
+        return self.rel_url.query  # what web.Request.query is: yarl's parse of the same target
 
     @property
     def query_string(self) -> str:
-        return self.url.query_string
+        return self.rel_url.query_string
 
     @property
     def content_length(self) -> int | None:
