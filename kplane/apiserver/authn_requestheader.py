@@ -101,10 +101,12 @@ def peer_certificate_der(request: web.Request) -> bytes | None:
     per_connection = getattr(request, "peer_certificate_der", None)  # the fast lane's request
     if per_connection is not None:
         return per_connection()
-    transport: Any = request.transport
-    if transport is None:
-        return None
-    ssl_object = transport.get_extra_info("ssl_object")
+    return transport_certificate_der(request.transport)
+
+
+def transport_certificate_der(transport: Any) -> bytes | None:
+    """The DER bytes of the TLS client certificate a connection presented, if any."""
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if ssl_object is None:
         return None
     return ssl_object.getpeercert(binary_form=True) or None

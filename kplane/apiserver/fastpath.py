@@ -38,8 +38,10 @@ from yarl import URL
 
 from kplane.aio import wait_for
 from kplane.apiserver import onewrite
+from kplane.apiserver.authn_requestheader import transport_certificate_der
 
 log = logging.getLogger("kplane.apiserver.fastpath")
+_UNSET = object()  # a per-connection fact not looked up yet (None is a valid answer)
 
 _METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE"))
 _MAX_HEAD = 64 * 1024
@@ -199,7 +201,7 @@ class FastRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the fast lane in front of its parser."""
 
     __slots__ = ("_aio_partial", "_aio_payload", "_fast_held", "_fast_held_paused", "_fast_task",
-                 "_fast_wait", "_lane", "_peer")
+                 "_fast_wait", "_lane", "_peer_der", "_peer_host")
 
     def __init__(self, *args: Any, lane: FastLane, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -210,19 +212,20 @@ class FastRequestHandler(RequestHandler):
         self._fast_held_paused = False
         self._aio_partial = False  # aiohttp's parser holds part of a request head
         self._aio_payload: Any = None  # the body stream of the last request aiohttp parsed
-        self._peer: dict[str, Any] = {}  # per-connection facts: the same for every request on it
+        # Per-connection facts, the same for every request on it: looked up on first use.
+        self._peer_host: Any = _UNSET
+        self._peer_der: Any = _UNSET
 
     def peer_host(self) -> str | None:
-        if "host" not in self._peer:
+        if self._peer_host is _UNSET:
             peer = self.transport.get_extra_info("peername") if self.transport is not None else None
-            self._peer["host"] = peer[0] if isinstance(peer, (tuple, list)) and peer else None
-        return self._peer["host"]
+            self._peer_host = peer[0] if isinstance(peer, (tuple, list)) and peer else None
+        return self._peer_host
 
     def peer_certificate_der(self) -> bytes | None:
-        if "der" not in self._peer:
-            ssl_object = self.transport.get_extra_info("ssl_object") if self.transport is not None else None
-            self._peer["der"] = (ssl_object.getpeercert(binary_form=True) or None) if ssl_object else None
-        return self._peer["der"]
+        if self._peer_der is _UNSET:
+            self._peer_der = transport_certificate_der(self.transport)
+        return self._peer_der
 
     # ---- protocol ---------------------------------------------------------------------------------
 
