@@ -344,17 +344,12 @@ def test_tls_cert_flags_replace_the_bootstrapped_serving_cert(tmp_path):
     import ssl
     import urllib.request
 
-    from kplane.apiserver.certs import issue_serving_cert, self_signed_ca
+    from kplane.extension.certs import ensure_serving_certs
 
-    ca, ca_key = self_signed_ca("my-own-ca")
-    (tmp_path / "ca.crt").write_bytes(ca)
-    (tmp_path / "ca.key").write_bytes(ca_key)
-    cert, key = issue_serving_cert(tmp_path / "ca.crt", tmp_path / "ca.key", ["127.0.0.1"])
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
-    with KplaneProcess(extra_args=["--tls-cert-file", str(tmp_path / "tls.crt"),
-                                   "--tls-private-key-file", str(tmp_path / "tls.key")]) as kp:
-        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    certs = ensure_serving_certs(tmp_path, ["127.0.0.1"], ca_cn="my-own-ca")
+    with KplaneProcess(extra_args=["--tls-cert-file", str(certs.cert_file),
+                                   "--tls-private-key-file", str(certs.key_file)]) as kp:
+        ctx = ssl.create_default_context(cadata=certs.ca_bundle.decode())
         with urllib.request.urlopen(f"{kp.url}/version", context=ctx) as resp:
             assert json.loads(resp.read())["major"] == "1"
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kplane.controlplane.pki import issue_serving_cert, self_signed_ca
+from kplane.extension.certs import ensure_serving_certs
 from kplane.testing import KplaneProcess, Kubectl, free_port
 
 HERE = Path(__file__).parent
@@ -26,17 +26,12 @@ class TLSBackend:
 
     def __init__(self, kp: KplaneProcess, tmp: Path, hang: bool = False):
         self.port = free_port()
-        ca, ca_key = self_signed_ca("wardle-ca")
-        (tmp / "ca.crt").write_bytes(ca)
-        (tmp / "ca.key").write_bytes(ca_key)
-        cert, key = issue_serving_cert(tmp / "ca.crt", tmp / "ca.key", ["api.wardle.svc"])
-        (tmp / "tls.crt").write_bytes(cert)
-        (tmp / "tls.key").write_bytes(key)
+        certs = ensure_serving_certs(tmp, ["api.wardle.svc"], ca_cn="wardle-ca")
         self.args = [sys.executable, str(HERE / "aggregator_backend.py"), str(self.port),
-                     str(tmp / "tls.crt"), str(tmp / "tls.key"),
+                     str(certs.cert_file), str(certs.key_file),
                      str(kp.data_dir / "pki" / "front-proxy-ca.crt"),
                      *(["--hang"] if hang else [])]
-        self.ca_bundle = base64.b64encode(ca).decode()
+        self.ca_bundle = base64.b64encode(certs.ca_bundle).decode()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> TLSBackend:
