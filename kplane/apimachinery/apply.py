@@ -43,6 +43,7 @@ _STRIPPED: FieldSet = {("f:apiVersion",), ("f:kind",), ("f:metadata",)} | {
     ("f:metadata", "f:" + name) for name in (
         "name", "namespace", "creationTimestamp", "selfLink", "uid", "clusterName", "generation",
         "managedFields", "resourceVersion")}
+_STRIPPED_PARENTS = {path[:-1] for path in _STRIPPED}  # nodes some of whose children are stripped
 
 _MISSING: Any = object()
 
@@ -594,28 +595,37 @@ def _new_fields_v1(value: Any, schema: Schema | None, path: Path) -> Obj:
     """to_fields_v1 of every node under `value` (all of them new), less the _STRIPPED paths.
 
     Mirrors _added (which nodes a new value has) and _render (children in SMD order, "."
-    on a member that has children)."""
+    on a member that has children). Runs on every create: scalars are rendered inline, and
+    a child's path is only built where it can matter (containers, or a parent of a
+    stripped path)."""
     shape = _shape(schema, value)
     if shape == "map" and value:
-        # Field names all sort as "f:" elements: in name order.
-        # (a scalar's schema is never consulted: only containers look theirs up)
-        children = [("f:" + name, child, field_schema(schema, name) if isinstance(child, (dict, list)) else None)
-                    for name, child in sorted(value.items())]
+        out: Obj = {".": {}} if path and path not in _STRIPPED else {}
+        check_leaves = path in _STRIPPED_PARENTS
+        # Field names all sort as "f:" elements: in name order. A scalar is a leaf whatever
+        # its schema says, so only containers look theirs up.
+        for name in sorted(value):
+            child = value[name]
+            element = "f:" + name
+            if isinstance(child, (dict, list)):
+                child_path = path + (element,)
+                node = _new_fields_v1(child, field_schema(schema, name), child_path)
+                if node or child_path not in _STRIPPED:
+                    out[element] = node
+            elif not check_leaves or path + (element,) not in _STRIPPED:
+                out[element] = {}
     elif shape == "list" and value:
         sub = item_schema(schema)
         children = sorted(((pe, item, sub) for pe, item in _index_items(value, schema, strict=False).items()),
                           key=_child_sort_key)
+        out = {} if not path or path in _STRIPPED else {".": {}}
+        for element, child, child_schema in children:
+            child_path = path + (element,)
+            node = _new_fields_v1(child, child_schema, child_path) if isinstance(child, (dict, list)) else {}
+            if node or child_path not in _STRIPPED:
+                out[element] = node
     else:
         return {}
-    out: Obj = {}
-    if path and path not in _STRIPPED:
-        out["."] = {}
-    for element, child, child_schema in children:
-        child_path = path + (element,)
-        # A scalar is a leaf whatever its schema says.
-        node = _new_fields_v1(child, child_schema, child_path) if isinstance(child, (dict, list)) else {}
-        if node or child_path not in _STRIPPED:
-            out[element] = node
     if len(out) == 1 and "." in out:
         return {}  # every child was stripped: a member without children renders as {}
     return out

@@ -8,6 +8,7 @@ upstream's field.Path does ("metadata.labels").
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -115,6 +116,19 @@ def _byte_len(value: str) -> int:
     return len(value.encode("utf-8", "surrogatepass"))
 
 
+def _memoized(check: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    """An Is* check that remembers its answers: they depend on the string alone, and every
+    write validates the same few label keys, values and names over and over."""
+    remembered = functools.lru_cache(maxsize=4096)(lambda value: tuple(check(value)))
+
+    @functools.wraps(check)
+    def memoized(value: str) -> list[str]:
+        return list(remembered(value)) if isinstance(value, str) else check(value)
+
+    return memoized
+
+
+@_memoized
 def is_qualified_name(value: str) -> list[str]:
     """Label keys, annotation keys (lower-cased first), finalizer names: [prefix/]name."""
     errs: list[str] = []
@@ -143,6 +157,7 @@ def is_qualified_name(value: str) -> list[str]:
     return errs
 
 
+@_memoized
 def is_valid_label_value(value: str) -> list[str]:
     errs = []
     if _byte_len(value) > LABEL_VALUE_MAX_LENGTH:
@@ -152,6 +167,7 @@ def is_valid_label_value(value: str) -> list[str]:
     return errs
 
 
+@_memoized
 def is_dns1123_label(value: str) -> list[str]:
     errs = []
     if _byte_len(value) > DNS1123_LABEL_MAX_LENGTH:
@@ -161,6 +177,7 @@ def is_dns1123_label(value: str) -> list[str]:
     return errs
 
 
+@_memoized
 def is_dns1123_subdomain(value: str) -> list[str]:
     errs = []
     if _byte_len(value) > DNS1123_SUBDOMAIN_MAX_LENGTH:
@@ -170,6 +187,7 @@ def is_dns1123_subdomain(value: str) -> list[str]:
     return errs
 
 
+@_memoized
 def is_dns1035_label(value: str) -> list[str]:
     errs = []
     if _byte_len(value) > DNS1035_LABEL_MAX_LENGTH:
