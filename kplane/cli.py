@@ -57,7 +57,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--etcd-certfile", default="", help="client certificate for etcd")
     p.add_argument("--etcd-keyfile", default="", help="client key for etcd")
     p.add_argument("--etcd-compaction-interval", type=_duration, default=300.0,
-                   help="how often to compact etcd's history, e.g. 5m, 90s; 0 disables (default 5m)")
+                   help="how often to compact the storage history (etcd's or SQLite's), e.g. 5m, 90s; "
+                        "0 disables (default 5m)")
     p.add_argument("--event-ttl", type=_duration, default=3600.0,
                    help="with --storage etcd, how long events are kept (an etcd lease), e.g. 1h; 0 keeps them "
                         "(default 1h)")

@@ -50,7 +50,7 @@ class Options:
     etcd_cafile: str = ""
     etcd_certfile: str = ""
     etcd_keyfile: str = ""
-    etcd_compaction_interval: float = 300.0  # seconds; 0 disables kplane's compactor
+    etcd_compaction_interval: float = 300.0  # seconds; 0 disables kplane's compactor (either store)
     event_ttl: float = 3600.0  # seconds events are kept (etcd: through a lease); 0 keeps them
     # Leader election among replicas for the controllers that must run once (etcd only).
     leader_elect: bool = True
@@ -183,7 +183,9 @@ async def open_store(options: Options) -> Store:
     if options.storage == "sqlite":
         from kplane.storage.sqlite import open_sqlite_store
 
-        return await open_sqlite_store(str(options.data_dir / "kplane.db"))
+        sqlite = await open_sqlite_store(str(options.data_dir / "kplane.db"))
+        sqlite.start_compactor(options.etcd_compaction_interval)
+        return sqlite
     if options.storage == "etcd":
         try:
             from kplane.storage.etcd import open_etcd_store  # type: ignore[import-not-found]

@@ -49,11 +49,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
+from kplane.aio import cancel_and_wait
 from kplane.storage.interface import (
     KV,
     CompactedError,
@@ -69,6 +71,7 @@ from kplane.storage.interface import (
 from kplane.storage.mailbox import CLOSED, RESYNC, Mailbox
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -145,6 +148,7 @@ class SQLiteStore:
         self._compacted = 0
         self._writes_since_checkpoint = 0
         self._checkpointing = False
+        self._compactor: asyncio.Task[None] | None = None
         # Loop-thread state.
         self._dispatched_rev = 0  # newest revision handed to the watchers
         self._mailboxes: set[Mailbox] = set()
@@ -419,10 +423,33 @@ class SQLiteStore:
                     "AND newer.revision <= ?))", (start, min(start + _COMPACT_CHUNK, revision), revision))
             await asyncio.sleep(0)
 
+    def start_compactor(self, interval: float) -> None:
+        """kube-apiserver's compactor, for one process: every `interval` seconds, forget the
+        history before the revision of one interval ago, so watches and continue tokens stay
+        good for at least an interval and the log does not grow without end."""
+        if interval > 0 and self._compactor is None:
+            self._compactor = asyncio.create_task(self._compact_loop(interval), name="sqlite compactor")
+
+    async def _compact_loop(self, interval: float) -> None:
+        previous = 0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if previous:
+                    await self.compact(previous)
+                    log.info("msg=%r revision=%d", "sqlite compacted", previous)
+            except StoreClosedError:
+                return
+            except Exception:
+                log.exception("msg=%r", "sqlite compaction failed")
+            previous = self._rev
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._compactor is not None:
+            await cancel_and_wait([self._compactor])
         for box in tuple(self._mailboxes):
             box.push(CLOSED)
         self._mailboxes.clear()

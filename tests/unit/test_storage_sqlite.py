@@ -174,3 +174,20 @@ async def test_compaction_in_chunks_keeps_what_later_revisions_need(tmp_path: Pa
         assert rows <= 12  # at most the newest row of each key at the point
     finally:
         await s.close()
+
+
+async def test_compactor_forgets_history_older_than_one_interval(store: SQLiteStore) -> None:
+    """As kube-apiserver's compactor: each tick compacts to the revision seen at the tick before,
+    so history stays available for at least one interval."""
+    older = await store.create("/p/old", b"0")
+    first = await store.create("/p/a", b"1")
+    store.start_compactor(0.2)
+    await asyncio.sleep(0.3)  # first tick: remembers the revision, compacts nothing
+    assert await store.compacted_revision() == 0
+    second = await store.update("/p/a", b"2", expected_revision=0)
+    await asyncio.sleep(0.2)  # second tick: compacts to what the first tick saw
+    assert await store.compacted_revision() == first.mod_revision
+    with pytest.raises(CompactedError):
+        await store.list("/p/", revision=older.mod_revision)
+    listed = await store.list("/p/", revision=second.mod_revision)
+    assert [(kv.key, kv.value) for kv in listed.items] == [("/p/a", b"2"), ("/p/old", b"0")]
