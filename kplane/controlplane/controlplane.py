@@ -51,7 +51,7 @@ class Options:
     etcd_certfile: str = ""
     etcd_keyfile: str = ""
     etcd_compaction_interval: float = 300.0  # seconds; 0 disables kplane's compactor (either store)
-    event_ttl: float = 3600.0  # seconds events are kept (etcd: through a lease); 0 keeps them
+    event_ttl: float = 3600.0  # seconds events are kept after their last write; 0 keeps them
     # Leader election among replicas for the controllers that must run once (etcd only).
     leader_elect: bool = True
     leader_elect_lease_duration: float = 15.0
@@ -183,8 +183,11 @@ async def open_store(options: Options) -> Store:
     if options.storage == "sqlite":
         from kplane.storage.sqlite import open_sqlite_store
 
-        sqlite = await open_sqlite_store(str(options.data_dir / "kplane.db"))
+        # Events expire after --event-ttl, as through etcd leases upstream.
+        ttls = {"/registry/events/": options.event_ttl} if options.event_ttl > 0 else None
+        sqlite = await open_sqlite_store(str(options.data_dir / "kplane.db"), ttls=ttls)
         sqlite.start_compactor(options.etcd_compaction_interval)
+        sqlite.start_expirer(min(10.0, max(0.5, options.event_ttl / 4)))
         return sqlite
     if options.storage == "etcd":
         try:

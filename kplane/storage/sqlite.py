@@ -7,6 +7,8 @@ Layout (kine-like MVCC, one database file in WAL mode):
   deleted, so a DELETED event can be rebuilt from its row alone.
   ``prev_revision`` is the key's mod_revision before the write (0 for a create).
 - ``current``: the live value of every key, so latest reads never touch the log.
+- ``expiry``: when each key under a TTL prefix (Events) is due to be deleted:
+  its last write plus the TTL, as an etcd lease attached at each write gives.
 - ``meta``: the current and the compacted revision. The current revision is
   stored rather than derived from MAX(log.revision) because compaction may
   delete the newest row (a delete), and revisions must never be reused.
@@ -51,6 +53,7 @@ import concurrent.futures
 import contextlib
 import logging
 import sqlite3
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
@@ -90,6 +93,8 @@ CREATE TABLE IF NOT EXISTS current (
     mod_revision INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS expiry (key BLOB PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS expiry_at ON expiry (at);
 INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
 """
 
@@ -137,9 +142,11 @@ def _prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
 class SQLiteStore:
     """Store backed by one SQLite file. See the module docstring for the design."""
 
-    def __init__(self, path: str, *, watch_queue_limit: int = 10_000):
+    def __init__(self, path: str, *, watch_queue_limit: int = 10_000, ttls: dict[str, float] | None = None):
         self._path = path
         self._watch_queue_limit = watch_queue_limit
+        self._ttls = dict(ttls or {})  # key prefix -> seconds a key lives after its last write
+        self._expirer: asyncio.Task[None] | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kplane-sqlite")
         self._conn: sqlite3.Connection | None = None  # reader: the worker thread's
         self._writer: sqlite3.Connection | None = None  # writer: the loop's (see _write)
@@ -204,6 +211,8 @@ class SQLiteStore:
             rev = self._rev + 1
             event, result = mutate(conn, kb, row, rev)
             conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (rev,))
+            if self._ttls:
+                self._note_expiry(conn, key, kb, event)
         self._rev = rev
         self._dispatch(event)  # in commit order, before the writer has its result
         self._writes_since_checkpoint += 1
@@ -213,6 +222,53 @@ class SQLiteStore:
             self._executor.submit(self._checkpoint, asyncio.get_running_loop())
         await asyncio.sleep(0)
         return result
+
+    def _note_expiry(self, conn: sqlite3.Connection, key: str, kb: bytes, event: Event) -> None:
+        ttl = next((t for prefix, t in self._ttls.items() if key.startswith(prefix)), None)
+        if ttl is None:
+            return
+        if event.type == "DELETED":
+            conn.execute("DELETE FROM expiry WHERE key = ?", (kb,))
+        else:
+            conn.execute("INSERT OR REPLACE INTO expiry VALUES (?, ?)", (kb, time.time() + ttl))
+
+    def start_expirer(self, interval: float = 10.0) -> None:
+        """Delete keys whose TTL ran out (Events, --event-ttl), every `interval` seconds. Each is
+        an ordinary delete: watchers see DELETED, as when an etcd lease expires."""
+        if self._ttls and self._expirer is None:
+            self._expirer = asyncio.create_task(self._expire_loop(interval), name="sqlite expirer")
+
+    async def _expire_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire_due()
+            except StoreClosedError:
+                return
+            except Exception:
+                log.exception("msg=%r", "sqlite expiry failed")
+
+    async def expire_due(self) -> int:
+        """Delete every key due to expire now; returns how many were deleted."""
+        now = time.time()
+        due = self._writer_db().execute("SELECT key FROM expiry WHERE at <= ? ORDER BY at", (now,)).fetchall()
+        deleted = 0
+        for (kb,) in due:
+            key = kb.decode()
+
+            def mutate(conn: sqlite3.Connection, kb: bytes, row: Any, rev: int, key: str = key
+                       ) -> tuple[Event, KV]:
+                at = conn.execute("SELECT at FROM expiry WHERE key = ?", (kb,)).fetchone()
+                if row is None or at is None or at[0] > now:
+                    raise _NotDue()  # deleted or written again since the query
+                return _delete_row(conn, key, kb, row, rev)
+
+            try:
+                await self._write(key, mutate)
+                deleted += 1
+            except _NotDue:
+                continue
+        return deleted
 
     def _finish_checkpoint(self) -> None:
         """After the worker's checkpoint: copy what was written meanwhile (a few writes, about a
@@ -361,13 +417,9 @@ class SQLiteStore:
         def mutate(conn: sqlite3.Connection, kb: bytes, row: Any, rev: int) -> tuple[Event, KV]:
             if row is None:
                 raise KeyNotFoundError(key)
-            old_value, create_rev, mod_rev = row
-            if expected_revision and expected_revision != mod_rev:
-                raise RevisionConflictError(key, expected_revision, mod_rev)
-            conn.execute("INSERT INTO log VALUES (?, ?, ?, ?, ?, 1)", (rev, kb, old_value, create_rev, mod_rev))
-            conn.execute("DELETE FROM current WHERE key = ?", (kb,))
-            kv = KV(key, old_value, create_rev, rev)
-            return Event("DELETED", kv, KV(key, old_value, create_rev, mod_rev)), kv
+            if expected_revision and expected_revision != row[2]:
+                raise RevisionConflictError(key, expected_revision, row[2])
+            return _delete_row(conn, key, kb, row, rev)
 
         return await self._write(key, mutate)
 
@@ -448,8 +500,7 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
-        if self._compactor is not None:
-            await cancel_and_wait([self._compactor])
+        await cancel_and_wait([self._compactor, self._expirer])
         for box in tuple(self._mailboxes):
             box.push(CLOSED)
         self._mailboxes.clear()
@@ -458,6 +509,19 @@ class SQLiteStore:
             self._writer = None
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_db)
         self._executor.shutdown(wait=False)
+
+
+def _delete_row(conn: sqlite3.Connection, key: str, kb: bytes, row: Any, rev: int) -> tuple[Event, KV]:
+    """The delete of a key whose current row is `row`: a log row holding the deleted value."""
+    old_value, create_rev, mod_rev = row
+    conn.execute("INSERT INTO log VALUES (?, ?, ?, ?, ?, 1)", (rev, kb, old_value, create_rev, mod_rev))
+    conn.execute("DELETE FROM current WHERE key = ?", (kb,))
+    kv = KV(key, old_value, create_rev, rev)
+    return Event("DELETED", kv, KV(key, old_value, create_rev, mod_rev)), kv
+
+
+class _NotDue(Exception):
+    """A key picked for expiry was written or deleted again before its turn."""
 
 
 async def open_sqlite_store(path: str, **kwargs: Any) -> SQLiteStore:

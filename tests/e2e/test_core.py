@@ -376,3 +376,33 @@ def test_wrong_json_types_are_a_decoding_error(kp, api):
     code, status = post("/api/v1/namespaces/default/services",
                         {"metadata": {"name": "typed"}, "spec": {"ports": [{"port": "80"}]}})
     assert code == 400 and "of type int32" in status["message"]
+
+
+def test_events_expire_after_event_ttl_on_sqlite():
+    """--event-ttl with the SQLite store: an Event is deleted that long after its last write
+    (watchers see DELETED), as etcd's lease deletes it upstream; other objects stay."""
+    event = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "short-lived", "namespace": "default"},
+        "involvedObject": {"kind": "ConfigMap", "namespace": "default", "name": "cm"},
+        "reason": "Testing", "message": "expires soon", "type": "Normal",
+    }
+    with KplaneProcess(extra_args=["--event-ttl", "2s"]) as kp:
+        kubectl = Kubectl(kp.kubeconfig)
+        kubectl("create", "configmap", "cm", "-n", "default")
+        kubectl("create", "-f", "-", input=json.dumps(event))
+        template = 'jsonpath={.type} {.object.metadata.name}{"\\n"}'
+        watch = subprocess.Popen(["kubectl", "--kubeconfig", kp.kubeconfig, "get", "events", "-n", "default",
+                                  "-w", "--output-watch-events", "-o", template],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert kubectl.json("get", "event", "short-lived", "-n", "default")["reason"] == "Testing"
+            deadline = time.monotonic() + 15
+            while kubectl.run("get", "event", "short-lived", "-n", "default", check=False).returncode == 0:
+                assert time.monotonic() < deadline, "the event outlived --event-ttl"
+                time.sleep(0.5)
+            assert kubectl.json("get", "configmap", "cm", "-n", "default")["metadata"]["name"] == "cm"
+        finally:
+            watch.terminate()
+        out, _ = watch.communicate(timeout=10)
+        assert "DELETED short-lived" in out.splitlines()

@@ -191,3 +191,37 @@ async def test_compactor_forgets_history_older_than_one_interval(store: SQLiteSt
         await store.list("/p/", revision=older.mod_revision)
     listed = await store.list("/p/", revision=second.mod_revision)
     assert [(kv.key, kv.value) for kv in listed.items] == [("/p/a", b"2"), ("/p/old", b"0")]
+
+
+async def test_keys_under_a_ttl_prefix_expire_after_their_last_write(tmp_path: Path) -> None:
+    """--event-ttl on SQLite: a key lives `ttl` seconds after its last write (each write
+    restarts the clock, like the lease upstream attaches at each write), then is deleted with a
+    DELETED event; other keys and a restart keep what they should."""
+    path = str(tmp_path / "kplane.db")
+    s = SQLiteStore(path, ttls={"/registry/events/": 0.4})
+    try:
+        w = s.watch("/registry/events/", 0)
+        await s.create("/registry/events/ns/old", b"1")
+        await s.create("/registry/configmaps/ns/cm", b"kept")
+        await asyncio.sleep(0.25)
+        await s.create("/registry/events/ns/young", b"1")
+        kept = await s.update("/registry/events/ns/old", b"2", expected_revision=0)  # restarts its clock
+        await asyncio.sleep(0.25)
+        assert await s.expire_due() == 0  # "old" was written again 0.25 s ago
+        await asyncio.sleep(0.2)
+        assert await s.expire_due() == 2
+        events = await collect(w, 5)
+        assert [(e.type, e.kv.key) for e in events[3:]] == [
+            ("DELETED", "/registry/events/ns/young"), ("DELETED", "/registry/events/ns/old")]
+        assert events[4].prev is not None and events[4].prev.mod_revision == kept.mod_revision
+        assert [kv.key for kv in (await s.list("/registry/")).items] == ["/registry/configmaps/ns/cm"]
+        await s.create("/registry/events/ns/later", b"1")
+    finally:
+        await s.close()
+    reopened = SQLiteStore(path, ttls={"/registry/events/": 0.4})
+    try:
+        reopened.start_expirer(0.1)  # the deadline was stored with the write: it survives a restart
+        await asyncio.sleep(0.7)
+        assert (await reopened.list("/registry/events/")).items == []
+    finally:
+        await reopened.close()
