@@ -60,8 +60,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="how often to compact the storage history (etcd's or SQLite's), e.g. 5m, 90s; "
                         "0 disables (default 5m)")
     p.add_argument("--event-ttl", type=_duration, default=3600.0,
-                   help="with --storage etcd, how long events are kept (an etcd lease), e.g. 1h; 0 keeps them "
-                        "(default 1h)")
+                   help="how long events are kept after their last write (etcd: through a lease), e.g. 1h; "
+                        "0 keeps them (default 1h)")
     p.add_argument("--leader-elect", default="true", choices=["true", "false"],
                    help="with --storage etcd, run the controllers that must run once only on the replica "
                         "holding the kube-system/kplane-controllers Lease (default true)")
