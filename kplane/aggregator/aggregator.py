@@ -293,9 +293,7 @@ class Aggregator:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             text = metrics.render()
-            if self.server.fast_lane is not None:
-                text += self.server.fast_lane.metrics_text()
-            if existing is not None:
+            if existing is not None:  # the generic server's (request metrics, fast lane)
                 resp = await existing(request)
                 body = getattr(resp, "body", None)
                 if isinstance(body, (bytes, bytearray)):

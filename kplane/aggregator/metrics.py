@@ -8,38 +8,10 @@ path only bumps a few integers.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable
+from kplane.apiserver.metrics import Histogram
+from kplane.apiserver.metrics import labels as label_text
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(pairs: Iterable[tuple[str, str]]) -> str:
-    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in pairs) + "}"
-
-
-def _num(v: float) -> str:
-    if v == float("inf"):
-        return "+Inf"
-    return repr(float(v)) if not float(v).is_integer() else str(int(v)) if abs(v) < 1e15 else repr(float(v))
-
-
-class _Histogram:
-    __slots__ = ("count", "counts", "sum")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, v: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, v)] += 1
-        self.sum += v
-        self.count += 1
 
 
 class AggregatorMetrics:
@@ -47,7 +19,7 @@ class AggregatorMetrics:
         self.availability: dict[str, bool] = {}
         self.unavailable_total: dict[tuple[str, str], int] = {}
         self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[str, _Histogram] = {}
+        self.latency: dict[str, Histogram] = {}
         self.inflight: dict[str, int] = {}
         self.discovery_stale: dict[str, bool] = {}
 
@@ -75,7 +47,7 @@ class AggregatorMetrics:
         self.requests[key] = self.requests.get(key, 0) + 1
         h = self.latency.get(apiservice)
         if h is None:
-            h = self.latency[apiservice] = _Histogram()
+            h = self.latency[apiservice] = Histogram(BUCKETS)
         h.observe(seconds)
 
     # ---- exposition ----------------------------------------------------------------------------------
@@ -86,37 +58,29 @@ class AggregatorMetrics:
                    "as unavailable broken down by APIService name.")
         out.append("# TYPE aggregator_unavailable_apiservice gauge")
         for name in sorted(self.availability):
-            out.append(f"aggregator_unavailable_apiservice{_labels([('name', name)])} "
+            out.append(f"aggregator_unavailable_apiservice{label_text([('name', name)])} "
                        f"{0 if self.availability[name] else 1}")
         out.append("# HELP aggregator_unavailable_apiservice_total [ALPHA] Counter of APIServices which are "
                    "marked as unavailable broken down by APIService name and reason.")
         out.append("# TYPE aggregator_unavailable_apiservice_total counter")
         for (name, reason), n in sorted(self.unavailable_total.items()):
-            labels = _labels([("name", name), ("reason", reason)])
+            labels = label_text([("name", name), ("reason", reason)])
             out.append(f"aggregator_unavailable_apiservice_total{labels} {n}")
         out.append("# HELP kplane_aggregator_proxy_requests_total Requests proxied to remote APIServices, by "
                    "APIService, HTTP method and response code (0: the client went away).")
         out.append("# TYPE kplane_aggregator_proxy_requests_total counter")
         for (svc, method, code), n in sorted(self.requests.items()):
-            labels = _labels([("apiservice", svc), ("method", method), ("code", str(code))])
+            labels = label_text([("apiservice", svc), ("method", method), ("code", str(code))])
             out.append(f"kplane_aggregator_proxy_requests_total{labels} {n}")
         out.append("# HELP kplane_aggregator_proxy_inflight_requests Proxied requests in progress (watches "
                    "included), by APIService.")
         out.append("# TYPE kplane_aggregator_proxy_inflight_requests gauge")
         for svc in sorted(self.inflight):
-            out.append(f"kplane_aggregator_proxy_inflight_requests{_labels([('apiservice', svc)])} "
+            out.append(f"kplane_aggregator_proxy_inflight_requests{label_text([('apiservice', svc)])} "
                        f"{self.inflight[svc]}")
         out.append("# HELP kplane_aggregator_proxy_request_duration_seconds Time to answer a proxied request "
                    "(for streaming responses: until the stream ended), by APIService.")
         out.append("# TYPE kplane_aggregator_proxy_request_duration_seconds histogram")
         for svc in sorted(self.latency):
-            h = self.latency[svc]
-            cumulative = 0
-            for bound, n in zip((*BUCKETS, float("inf")), h.counts, strict=True):
-                cumulative += n
-                labels = _labels([("apiservice", svc), ("le", _num(bound))])
-                out.append(f"kplane_aggregator_proxy_request_duration_seconds_bucket{labels} {cumulative}")
-            base = _labels([("apiservice", svc)])
-            out.append(f"kplane_aggregator_proxy_request_duration_seconds_sum{base} {h.sum!r}")
-            out.append(f"kplane_aggregator_proxy_request_duration_seconds_count{base} {h.count}")
+            out += self.latency[svc].render("kplane_aggregator_proxy_request_duration_seconds", [("apiservice", svc)])
         return "\n".join(out) + "\n"

@@ -158,6 +158,7 @@ class Proxy:
             return None
         start = time.perf_counter()
         resp: web.StreamResponse | None = None
+        request["proxied"] = True  # counted by the server behind it, not in apiserver_request_total
         self.metrics.started(target.name)
         try:
             resp = await self._serve(request, target)

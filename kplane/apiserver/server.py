@@ -24,6 +24,7 @@ from kplane.apiserver.audit import HEADER_AUDIT_ID, Auditor, audit_id
 from kplane.apiserver.auth import ALLOW, RequestAttributes, UserInfo
 from kplane.apiserver.handlers import ResourceHandler, json_response, status_response
 from kplane.apiserver.health import HealthChecks
+from kplane.apiserver.metrics import RequestMetrics, request_key
 from kplane.apiserver.registry import Registry, decode_stored
 from kplane.apiserver.requestinfo import RequestInfo, resolve
 from kplane.apiserver.resource import ResourceDef
@@ -76,7 +77,8 @@ class GenericAPIServer:
         self.resource_handler = ResourceHandler(self.registries)
         self.delegates: list[Delegate] = []
         self.health = HealthChecks()
-        self.non_resource: dict[str, Handler] = {}
+        self.non_resource: dict[str, Handler] = {"/metrics": self._metrics}
+        self.request_metrics = RequestMetrics()
         self.discovery = LocalDiscovery(self)
         self.on_defs_changed: list[Callable[[], None]] = []
         self.server_address = "127.0.0.1:6443"
@@ -220,7 +222,9 @@ class GenericAPIServer:
             request["attributes"] = attrs
             if self.audit is not None:
                 await self.audit.read_body(request)
-            return await handler(request)
+            if not info.is_resource_request:
+                return await handler(request)
+            return await self._instrumented(request, info, handler)
         except errors.StatusError as e:
             return status_response(e)
         except StorageError as e:
@@ -233,6 +237,46 @@ class GenericAPIServer:
             log.exception("internal error serving %s %s", request.method, request.path)
             request["panic"] = e
             return status_response(errors.internal(str(e)))
+
+    async def _instrumented(self, request: web.Request, info: RequestInfo, handler: Handler
+                            ) -> web.StreamResponse:
+        """`handler`, counted in the request metrics (apiserver/metrics.py) unless a delegate passed
+        the request on to another server (request["proxied"])."""
+        metrics = self.request_metrics
+        key = request_key(info, request.query, request.headers.get("Content-Type", "") if info.verb == "patch" else "")
+        watch = info.verb == "watch"
+        if watch:
+            metrics.started_longrunning(key)
+        started = time.perf_counter()
+        code = 0  # the client went away before an answer
+        try:
+            resp = await handler(request)
+            code = resp.status
+            return resp
+        except errors.StatusError as e:
+            code = e.code
+            raise
+        except web.HTTPException as e:
+            code = e.status
+            raise
+        except StorageError as e:
+            code = storage_status(e).code
+            raise
+        except Exception:
+            code = 500
+            raise
+        finally:
+            if watch:
+                metrics.ended_longrunning(key)
+            if not request.get("proxied"):
+                metrics.observe(key, code, time.perf_counter() - started)
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        text = self.request_metrics.render()
+        if self.fast_lane is not None:
+            text += self.fast_lane.metrics_text()
+        return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         info: RequestInfo = request["info"]

@@ -340,6 +340,7 @@ class ExtensionServer:
             handle.registry = install_admission(server.install(handle.rdef), handle.admission)
         for virtual in self._virtual:
             server.install_virtual(virtual)
+        self._server_metrics = server.non_resource["/metrics"]  # request metrics, fast lane
         server.non_resource["/metrics"] = self._metrics
         for handle, name, fn in self._actions:
             server.install_virtual(self._action_registry(handle, name, fn))
@@ -370,7 +371,9 @@ class ExtensionServer:
             for what in ("hits", "misses"):
                 lines += [f"# TYPE {prefix}_cache_{what}_total counter",
                           f"{prefix}_cache_{what}_total {getattr(cache, what)}"]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+        generic = await self._server_metrics(request)
+        text = generic.text + "\n".join(lines) + "\n"
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     def _action_registry(self, handle: ResourceHandle, action: str, fn: Callable[...,
                                                                                  Any]) -> VirtualRegistry:

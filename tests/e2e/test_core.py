@@ -406,3 +406,43 @@ def test_events_expire_after_event_ttl_on_sqlite():
             watch.terminate()
         out, _ = watch.communicate(timeout=10)
         assert "DELETED short-lived" in out.splitlines()
+
+
+def test_request_metrics_on_metrics_endpoint(kubectl):
+    """apiserver_request_total / _duration_seconds / longrunning_requests as kube-apiserver
+    exposes them, for what kubectl just did."""
+    kubectl("create", "namespace", "metrics-demo")
+    kubectl("-n", "metrics-demo", "create", "configmap", "m", "--from-literal=a=1")
+    kubectl("-n", "metrics-demo", "get", "configmap", "m")
+    kubectl("-n", "metrics-demo", "get", "configmaps")
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "m", "namespace": "metrics-demo"},
+                "data": {"a": "2"}}
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(manifest))
+    kubectl("-n", "metrics-demo", "get", "configmap", "absent", check=False)
+    watch = subprocess.Popen(["kubectl", "--kubeconfig", kubectl.kubeconfig, "-n", "metrics-demo", "get",
+                              "configmaps", "-w"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        common = 'group="",version="v1",resource="configmaps",subresource="",'
+        deadline = time.monotonic() + 15
+        while True:
+            text = kubectl("get", "--raw", "/metrics")
+            if f'apiserver_longrunning_requests{{verb="WATCH",{common}scope="namespace",component="apiserver"}} 1' \
+                    in text:
+                break
+            assert time.monotonic() < deadline, "the open watch is not in apiserver_longrunning_requests"
+            time.sleep(0.3)
+    finally:
+        watch.terminate()
+        watch.wait(10)
+    counters = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("apiserver_request_total{")}
+
+    def count(verb: str, scope: str, code: int) -> int:
+        return counters.get(f'apiserver_request_total{{verb="{verb}",dry_run="",{common}scope="{scope}",'
+                            f'component="apiserver",code="{code}"}}', 0)
+
+    assert count("POST", "resource", 201) >= 1
+    assert count("GET", "resource", 200) >= 1 and count("GET", "resource", 404) >= 1
+    assert count("LIST", "namespace", 200) >= 1
+    assert count("APPLY", "resource", 200) >= 1
+    assert 'apiserver_request_duration_seconds_count{verb="POST",dry_run="",' + common in text
