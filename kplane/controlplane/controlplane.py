@@ -26,7 +26,7 @@ from kplane.controlplane.namespaces import NamespaceController, ensure_default_n
 from kplane.controlplane.pki import PKI, ensure_pki, write_kubeconfig
 from kplane.controlplane.serviceip import ClusterIPAllocator
 from kplane.controlplane.types import builtin_resources
-from kplane.storage.interface import Store
+from kplane.storage.interface import Store, StoreInUseError
 
 log = logging.getLogger("kplane")
 
@@ -185,7 +185,11 @@ async def open_store(options: Options) -> Store:
 
         # Events expire after --event-ttl, as through etcd leases upstream.
         ttls = {"/registry/events/": options.event_ttl} if options.event_ttl > 0 else None
-        sqlite = await open_sqlite_store(str(options.data_dir / "kplane.db"), ttls=ttls)
+        try:
+            sqlite = await open_sqlite_store(str(options.data_dir / "kplane.db"), ttls=ttls)
+        except StoreInUseError:
+            raise SystemExit(f"kplane: {options.data_dir} is in use by another kplane serve "
+                             "(stop it first, or give this one another --data-dir)") from None
         sqlite.start_compactor(options.etcd_compaction_interval)
         sqlite.start_expirer(min(10.0, max(0.5, options.event_ttl / 4)))
         return sqlite

@@ -61,6 +61,14 @@ class FutureRevisionError(StorageError):
         self.current = current
 
 
+class StoreInUseError(StorageError):
+    """Another process has the store open (two servers on one SQLite file would both write)."""
+
+    def __init__(self, path: str):
+        super().__init__(f"{path} is in use by another process")
+        self.path = path
+
+
 class StoreClosedError(StorageError):
     """Any operation on a store after close()."""
 

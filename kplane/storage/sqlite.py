@@ -70,8 +70,14 @@ from kplane.storage.interface import (
     Progress,
     RevisionConflictError,
     StoreClosedError,
+    StoreInUseError,
 )
 from kplane.storage.mailbox import CLOSED, RESYNC, Mailbox
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (see _lock)
+    fcntl = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -156,6 +162,7 @@ class SQLiteStore:
         self._writes_since_checkpoint = 0
         self._checkpointing = False
         self._compactor: asyncio.Task[None] | None = None
+        self._lock_file: Any = None
         # Loop-thread state.
         self._dispatched_rev = 0  # newest revision handed to the watchers
         self._mailboxes: set[Mailbox] = set()
@@ -169,6 +176,7 @@ class SQLiteStore:
     # -- worker thread ------------------------------------------------------
 
     def _open(self) -> None:
+        self._lock()
         conn = sqlite3.connect(self._path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -180,6 +188,20 @@ class SQLiteStore:
         writer.execute("PRAGMA synchronous=NORMAL")
         writer.execute("PRAGMA wal_autocheckpoint=0")  # a commit never checkpoints: see _checkpoint
         self._conn, self._writer = conn, writer
+
+    def _lock(self) -> None:
+        """One process per database: revisions are counted in memory, so a second server on the
+        same file would hand out the same ones. An exclusive lock on <db>.lock (released by the
+        OS when the process ends, however it ends), as etcd locks its data dir."""
+        if fcntl is None:
+            return
+        lock_file = open(self._path + ".lock", "a+b")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock_file.close()
+            raise StoreInUseError(self._path) from None
+        self._lock_file = lock_file
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -352,6 +374,9 @@ class SQLiteStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     # -- loop thread --------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -446,3 +447,16 @@ def test_request_metrics_on_metrics_endpoint(kubectl):
     assert count("LIST", "namespace", 200) >= 1
     assert count("APPLY", "resource", 200) >= 1
     assert 'apiserver_request_duration_seconds_count{verb="POST",dry_run="",' + common in text
+
+
+def test_second_server_on_the_same_data_dir_is_refused(kp):
+    """As etcd locks its data dir: a second `kplane serve` on a data dir in use exits with a clear
+    message instead of writing revisions the first one also hands out."""
+    from kplane.testing import free_port
+
+    proc = subprocess.run([sys.executable, "-m", "kplane", "serve", "--data-dir", str(kp.data_dir),
+                           "--secure-port", str(free_port()), "--bind-address", "127.0.0.1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert f"{kp.data_dir} is in use by another kplane serve" in proc.stderr
+    assert kp.proc.poll() is None  # the first one is untouched

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kplane.storage import sqlite as sqlite_module
-from kplane.storage.interface import CompactedError, Progress, Store, StoreClosedError
+from kplane.storage.interface import CompactedError, Progress, Store, StoreClosedError, StoreInUseError
 from kplane.storage.sqlite import SQLiteStore, open_sqlite_store
 from tests.unit.storage_conformance import Reopen, StoreConformance, collect, next_event
 
@@ -225,3 +225,21 @@ async def test_keys_under_a_ttl_prefix_expire_after_their_last_write(tmp_path: P
         assert (await reopened.list("/registry/events/")).items == []
     finally:
         await reopened.close()
+
+
+async def test_one_process_per_database(tmp_path: Path) -> None:
+    """Revisions are counted in memory: a second store on the same file is refused until the
+    first is closed."""
+    path = str(tmp_path / "kplane.db")
+    first = SQLiteStore(path)
+    try:
+        with pytest.raises(StoreInUseError):
+            SQLiteStore(path)
+        await first.create("/k", b"v")
+    finally:
+        await first.close()
+    second = SQLiteStore(path)
+    try:
+        assert (await second.get("/k")).value == b"v"  # type: ignore[union-attr]
+    finally:
+        await second.close()
