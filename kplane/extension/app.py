@@ -499,9 +499,14 @@ class ExtensionServer:
     async def open_store(self, options: Options, data_dir: Path) -> Any:
         """The server's own Store: SQLite in its data dir, or etcd with --etcd-servers."""
         if not options.etcd_servers:
+            from kplane.storage.interface import StoreInUseError
             from kplane.storage.sqlite import open_sqlite_store
 
-            return await open_sqlite_store(str(data_dir / "store.db"))
+            try:
+                return await open_sqlite_store(str(data_dir / "store.db"))
+            except StoreInUseError:
+                raise SystemExit(f"{self.group}: {data_dir} is in use by another server (stop it first, "
+                                 "or give this one another --data-dir)") from None
         from kplane.storage.etcd import open_etcd_store
 
         store = await open_etcd_store(options.etcd_servers,
