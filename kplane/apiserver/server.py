@@ -262,6 +262,8 @@ class GenericAPIServer:
         except StorageError as e:
             code = storage_status(e).code
             raise
+        except ConnectionResetError:
+            raise  # the client went away: code 0
         except Exception:
             code = 500
             raise
