@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -178,15 +179,18 @@ async def test_compaction_in_chunks_keeps_what_later_revisions_need(tmp_path: Pa
 
 async def test_compactor_forgets_history_older_than_one_interval(store: SQLiteStore) -> None:
     """As kube-apiserver's compactor: each tick compacts to the revision seen at the tick before,
-    so history stays available for at least one interval."""
+    so nothing is compacted at the first tick and history stays available for an interval."""
     older = await store.create("/p/old", b"0")
-    first = await store.create("/p/a", b"1")
+    await store.create("/p/a", b"1")
     store.start_compactor(0.2)
-    await asyncio.sleep(0.3)  # first tick: remembers the revision, compacts nothing
-    assert await store.compacted_revision() == 0
     second = await store.update("/p/a", b"2", expected_revision=0)
-    await asyncio.sleep(0.2)  # second tick: compacts to what the first tick saw
-    assert await store.compacted_revision() == first.mod_revision
+    assert await store.compacted_revision() == 0
+    deadline = time.monotonic() + 10
+    while await store.compacted_revision() == 0:
+        assert time.monotonic() < deadline, "the compactor never compacted"
+        await asyncio.sleep(0.05)
+    # The first tick saw `second` (nothing was written since), the next one compacted to it.
+    assert await store.compacted_revision() == second.mod_revision
     with pytest.raises(CompactedError):
         await store.list("/p/", revision=older.mod_revision)
     listed = await store.list("/p/", revision=second.mod_revision)
@@ -198,18 +202,18 @@ async def test_keys_under_a_ttl_prefix_expire_after_their_last_write(tmp_path: P
     restarts the clock, like the lease upstream attaches at each write), then is deleted with a
     DELETED event; other keys and a restart keep what they should."""
     path = str(tmp_path / "kplane.db")
-    s = SQLiteStore(path, ttls={"/registry/events/": 0.4})
+    s = SQLiteStore(path, ttls={"/registry/events/": 1.0})
     try:
         w = s.watch("/registry/events/", 0)
-        await s.create("/registry/events/ns/old", b"1")
+        await s.create("/registry/events/ns/old", b"1")  # t=0: due at 1.0
         await s.create("/registry/configmaps/ns/cm", b"kept")
-        await asyncio.sleep(0.25)
-        await s.create("/registry/events/ns/young", b"1")
-        kept = await s.update("/registry/events/ns/old", b"2", expected_revision=0)  # restarts its clock
-        await asyncio.sleep(0.25)
-        assert await s.expire_due() == 0  # "old" was written again 0.25 s ago
-        await asyncio.sleep(0.2)
-        assert await s.expire_due() == 2
+        await asyncio.sleep(0.5)
+        await s.create("/registry/events/ns/young", b"1")  # due at 1.5
+        kept = await s.update("/registry/events/ns/old", b"2", expected_revision=0)  # due at 1.5 now
+        await asyncio.sleep(0.7)
+        assert await s.expire_due() == 0  # t=1.2: "old" would be gone without its second write
+        await asyncio.sleep(0.5)
+        assert await s.expire_due() == 2  # t=1.7
         events = await collect(w, 5)
         assert [(e.type, e.kv.key) for e in events[3:]] == [
             ("DELETED", "/registry/events/ns/young"), ("DELETED", "/registry/events/ns/old")]
@@ -218,11 +222,13 @@ async def test_keys_under_a_ttl_prefix_expire_after_their_last_write(tmp_path: P
         await s.create("/registry/events/ns/later", b"1")
     finally:
         await s.close()
-    reopened = SQLiteStore(path, ttls={"/registry/events/": 0.4})
+    reopened = SQLiteStore(path, ttls={"/registry/events/": 1.0})
     try:
         reopened.start_expirer(0.1)  # the deadline was stored with the write: it survives a restart
-        await asyncio.sleep(0.7)
-        assert (await reopened.list("/registry/events/")).items == []
+        deadline = time.monotonic() + 10
+        while (await reopened.list("/registry/events/")).items:
+            assert time.monotonic() < deadline, "the event outlived its TTL across a restart"
+            await asyncio.sleep(0.1)
     finally:
         await reopened.close()
 
