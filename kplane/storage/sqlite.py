@@ -19,7 +19,7 @@ write's event is dispatched before the write returns. A write is a few inserts
 and a commit into the WAL, which does not wait for the disk (synchronous=NORMAL);
 the WAL is checkpointed (the part that does sync) on the worker thread, never by
 a commit. Handing each write to a thread instead cost more than the write
-itself: in kplane serve, 0.4-0.5 ms of CPU per create in GIL hand-offs between
+itself: in kplane serve, 0.25-0.4 ms of CPU per create in GIL hand-offs between
 a busy loop and the thread (docs/performance.md).
 
 Reads run on one worker thread through a reader connection, so a long list or a
