@@ -220,6 +220,11 @@ class SQLiteStore:
 
     # -- writer (the loop thread) -------------------------------------------------
 
+    def _writer_db(self) -> sqlite3.Connection:
+        if self._writer is None or self._closed:
+            raise StoreClosedError()
+        return self._writer
+
     async def _write(self, key: str, mutate: Callable[..., tuple[Event, KV]]) -> KV:
         """Run `mutate(conn, key_bytes, current_row, rev)` in a transaction, publish its event,
         then yield to the loop before returning: the watchers woken by the event (the watch
@@ -245,6 +250,14 @@ class SQLiteStore:
         await asyncio.sleep(0)
         return result
 
+    def _finish_checkpoint(self) -> None:
+        """After the worker's checkpoint: copy what was written meanwhile (a few writes, about a
+        millisecond). Only a WAL copied in full is started over by the next write; else, under a
+        steady stream of writes, it would grow without end."""
+        self._checkpointing = False
+        if self._writer is not None and not self._closed:
+            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def _note_expiry(self, conn: sqlite3.Connection, key: str, kb: bytes, event: Event) -> None:
         ttl = next((t for prefix, t in self._ttls.items() if key.startswith(prefix)), None)
         if ttl is None:
@@ -253,6 +266,8 @@ class SQLiteStore:
             conn.execute("DELETE FROM expiry WHERE key = ?", (kb,))
         else:
             conn.execute("INSERT OR REPLACE INTO expiry VALUES (?, ?)", (kb, time.time() + ttl))
+
+    # -- TTL expiry (the loop) ---------------------------------------------------
 
     def start_expirer(self, interval: float = 10.0) -> None:
         """Delete keys whose TTL ran out (Events, --event-ttl), every `interval` seconds. Each is
@@ -292,13 +307,7 @@ class SQLiteStore:
                 continue
         return deleted
 
-    def _finish_checkpoint(self) -> None:
-        """After the worker's checkpoint: copy what was written meanwhile (a few writes, about a
-        millisecond). Only a WAL copied in full is started over by the next write; else, under a
-        steady stream of writes, it would grow without end."""
-        self._checkpointing = False
-        if self._writer is not None and not self._closed:
-            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    # -- reads (worker thread) ----------------------------------------------------
 
     def _list(self, prefix: str, revision: int, start_after: str | None, limit: int) -> ListResult:
         with _snapshot(self._db()) as (current, compacted):
@@ -405,11 +414,6 @@ class SQLiteStore:
     async def list(self, prefix: str, *, revision: int = 0, start_after: str | None = None,
                    limit: int = 0) -> ListResult:
         return await self._run(self._list, prefix, revision, start_after, limit)
-
-    def _writer_db(self) -> sqlite3.Connection:
-        if self._writer is None or self._closed:
-            raise StoreClosedError()
-        return self._writer
 
     async def create(self, key: str, value: bytes) -> KV:
         def mutate(conn: sqlite3.Connection, kb: bytes, row: Any, rev: int) -> tuple[Event, KV]:
