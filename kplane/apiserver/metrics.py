@@ -7,7 +7,10 @@ metrics) for the resource requests a server answers itself:
   component, code}`;
 - `apiserver_request_duration_seconds` (same labels without code, upstream's buckets; a watch
   counts until it ends);
-- `apiserver_longrunning_requests` (open watches).
+- `apiserver_longrunning_requests` (open watches);
+
+and `apiserver_storage_objects{resource}` (objects stored per resource, "configmaps",
+"apiservices.apiregistration.k8s.io"), read from the watch caches when scraped.
 
 Labels as upstream computes them: the verb is the HTTP method's (GET or LIST by scope, WATCH,
 POST, PUT, PATCH, APPLY for a server-side apply, DELETE); the scope is "resource" for a named
@@ -128,3 +131,12 @@ class RequestMetrics:
     @staticmethod
     def _pairs(key: Key) -> list[tuple[str, str]]:
         return list(zip(_LABELS, (*key, COMPONENT), strict=True))
+
+
+def storage_objects_text(counts: dict[str, int]) -> str:
+    """apiserver_storage_objects: `counts` maps "<resource>[.<group>]" to its number of objects."""
+    out = ["# HELP apiserver_storage_objects [STABLE] Number of stored objects at the time of last check "
+           "split by kind. In case of a fetching error, the value will be -1.",
+           "# TYPE apiserver_storage_objects gauge"]
+    out += [f"apiserver_storage_objects{labels([('resource', name)])} {n}" for name, n in sorted(counts.items())]
+    return "\n".join(out) + "\n"

@@ -24,7 +24,7 @@ from kplane.apiserver.audit import HEADER_AUDIT_ID, Auditor, audit_id
 from kplane.apiserver.auth import ALLOW, RequestAttributes, UserInfo
 from kplane.apiserver.handlers import ResourceHandler, json_response, status_response
 from kplane.apiserver.health import HealthChecks
-from kplane.apiserver.metrics import RequestMetrics, request_key
+from kplane.apiserver.metrics import RequestMetrics, request_key, storage_objects_text
 from kplane.apiserver.registry import Registry, decode_stored
 from kplane.apiserver.requestinfo import RequestInfo, resolve
 from kplane.apiserver.resource import ResourceDef
@@ -273,8 +273,18 @@ class GenericAPIServer:
             if not request.get("proxied"):
                 metrics.observe(key, code, time.perf_counter() - started)
 
+    def storage_object_counts(self) -> dict[str, int]:
+        """Objects per stored resource ("configmaps", "apiservices.apiregistration.k8s.io"), as
+        the watch caches hold them now; one entry per resource, whatever its versions."""
+        counts: dict[str, int] = {}
+        for (group, _, plural), registry in self.registries.items():
+            cacher = getattr(registry, "cacher", None)
+            if "/" not in plural and isinstance(cacher, Cacher):
+                counts[f"{plural}.{group}" if group else plural] = cacher.count()
+        return counts
+
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        text = self.request_metrics.render()
+        text = self.request_metrics.render() + storage_objects_text(self.storage_object_counts())
         if self.fast_lane is not None:
             text += self.fast_lane.metrics_text()
         return web.Response(text=text, content_type="text/plain", charset="utf-8",

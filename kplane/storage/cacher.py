@@ -295,6 +295,10 @@ class Cacher:
     def get(self, key: str) -> tuple[KV, Obj] | None:
         return self._objects.get(key)
 
+    def count(self) -> int:
+        """How many objects the cache holds (apiserver_storage_objects)."""
+        return len(self._objects)
+
     def snapshot(self) -> list[tuple[KV, Obj]]:
         """Every cached object now (shared: read, do not modify)."""
         return list(self._objects.values())

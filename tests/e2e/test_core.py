@@ -447,6 +447,12 @@ def test_request_metrics_on_metrics_endpoint(kubectl):
     assert count("LIST", "namespace", 200) >= 1
     assert count("APPLY", "resource", 200) >= 1
     assert 'apiserver_request_duration_seconds_count{verb="POST",dry_run="",' + common in text
+    storage = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("apiserver_storage_objects{")}
+    namespaces = len(kubectl.json("get", "namespaces")["items"])
+    assert storage['apiserver_storage_objects{resource="namespaces"}'] == namespaces
+    apiservices = len(kubectl.json("get", "apiservices")["items"])
+    assert storage['apiserver_storage_objects{resource="apiservices.apiregistration.k8s.io"}'] == apiservices
 
 
 def test_second_server_on_the_same_data_dir_is_refused(kp):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import MultiDict
 
-from kplane.apiserver.metrics import RequestMetrics, request_key
+from kplane.apiserver.metrics import RequestMetrics, request_key, storage_objects_text
 from kplane.apiserver.requestinfo import resolve
 
 
@@ -52,3 +52,10 @@ def test_exposition() -> None:
             'subresource="",scope="namespace",component="apiserver"} 1') in text
     metrics.ended_longrunning(watch)
     assert 'scope="namespace",component="apiserver"} 0' in metrics.render()
+
+
+def test_storage_objects_exposition() -> None:
+    text = storage_objects_text({"configmaps": 3, "apiservices.apiregistration.k8s.io": 12})
+    assert "# TYPE apiserver_storage_objects gauge" in text
+    assert 'apiserver_storage_objects{resource="configmaps"} 3' in text
+    assert 'apiserver_storage_objects{resource="apiservices.apiregistration.k8s.io"} 12' in text
