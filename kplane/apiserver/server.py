@@ -225,18 +225,20 @@ class GenericAPIServer:
             if not info.is_resource_request:
                 return await handler(request)
             return await self._instrumented(request, info, handler)
-        except errors.StatusError as e:
+        except (web.HTTPException, ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # noqa: BLE001 - the recover filter: answer a Status, never crash
+            return self._error_response(request, e)
+
+    def _error_response(self, request: web.Request, e: Exception) -> web.Response:
+        """The Status a failure is answered with (logged when it is kplane's own fault)."""
+        if isinstance(e, errors.StatusError):
             return status_response(e)
-        except StorageError as e:
+        if isinstance(e, StorageError):
             return status_response(storage_status(e))
-        except web.HTTPException:
-            raise
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
-        except Exception as e:  # noqa: BLE001 - the recover filter: log and answer a Status, never crash
-            log.exception("internal error serving %s %s", request.method, request.path)
-            request["panic"] = e
-            return status_response(errors.internal(str(e)))
+        log.exception("internal error serving %s %s", request.method, request.path)
+        request["panic"] = e
+        return status_response(errors.internal(str(e)))
 
     async def _instrumented(self, request: web.Request, info: RequestInfo, handler: Handler
                             ) -> web.StreamResponse:
@@ -248,26 +250,22 @@ class GenericAPIServer:
         if watch:
             metrics.started_longrunning(key)
         started = time.perf_counter()
-        code = 0  # the client went away before an answer
+        resp: web.StreamResponse | None = None
+        code = 0  # no answer: the client went away
         try:
-            resp = await handler(request)
-            code = resp.status
+            try:
+                resp = await handler(request)
+            except (web.HTTPException, ConnectionResetError):
+                raise
+            except Exception as e:  # noqa: BLE001 - answered here, as the recover filter would, to count it
+                resp = self._error_response(request, e)
             return resp
-        except errors.StatusError as e:
-            code = e.code
-            raise
         except web.HTTPException as e:
             code = e.status
             raise
-        except StorageError as e:
-            code = storage_status(e).code
-            raise
-        except ConnectionResetError:
-            raise  # the client went away: code 0
-        except Exception:
-            code = 500
-            raise
         finally:
+            if resp is not None:
+                code = resp.status
             if watch:
                 metrics.ended_longrunning(key)
             if not request.get("proxied"):
