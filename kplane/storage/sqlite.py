@@ -55,7 +55,7 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from kplane.aio import cancel_and_wait
@@ -273,17 +273,20 @@ class SQLiteStore:
         """Delete keys whose TTL ran out (Events, --event-ttl), every `interval` seconds. Each is
         an ordinary delete: watchers see DELETED, as when an etcd lease expires."""
         if self._ttls and self._expirer is None:
-            self._expirer = asyncio.create_task(self._expire_loop(interval), name="sqlite expirer")
+            self._expirer = asyncio.create_task(self._every(interval, self.expire_due, "expiry"),
+                                                name="sqlite expirer")
 
-    async def _expire_loop(self, interval: float) -> None:
+    async def _every(self, interval: float, step: Callable[[], Awaitable[Any]], what: str) -> None:
+        """Run `step` every `interval` seconds until the store closes; a failed step is logged
+        and the next one tries again (the compactor and the expirer)."""
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.expire_due()
+                await step()
             except StoreClosedError:
                 return
             except Exception:
-                log.exception("msg=%r", "sqlite expiry failed")
+                log.exception("msg=%r", f"sqlite {what} failed")
 
     async def expire_due(self) -> int:
         """Delete every key due to expire now; returns how many were deleted."""
@@ -497,7 +500,8 @@ class SQLiteStore:
         self._compacted = revision
         low = conn.execute("SELECT MIN(revision) FROM log").fetchone()[0] or revision
         for start in range(low - 1, revision, _COMPACT_CHUNK):
-            with _transaction(self._writer_db()):
+            conn = self._writer_db()  # the store may have closed while other tasks ran
+            with _transaction(conn):
                 conn.execute(
                     "DELETE FROM log WHERE revision > ? AND revision <= ? AND (deleted = 1 OR EXISTS "
                     "(SELECT 1 FROM log newer WHERE newer.key = log.key AND newer.revision > log.revision "
@@ -509,21 +513,19 @@ class SQLiteStore:
         history before the revision of one interval ago, so watches and continue tokens stay
         good for at least an interval and the log does not grow without end."""
         if interval > 0 and self._compactor is None:
-            self._compactor = asyncio.create_task(self._compact_loop(interval), name="sqlite compactor")
+            seen_at_last_tick = 0
 
-    async def _compact_loop(self, interval: float) -> None:
-        previous = 0
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                if previous:
-                    await self.compact(previous)
-                    log.info("msg=%r revision=%d", "sqlite compacted", previous)
-            except StoreClosedError:
-                return
-            except Exception:
-                log.exception("msg=%r", "sqlite compaction failed")
-            previous = self._rev
+            async def tick() -> None:
+                nonlocal seen_at_last_tick
+                try:
+                    if seen_at_last_tick:
+                        await self.compact(seen_at_last_tick)
+                        log.info("msg=%r revision=%d", "sqlite compacted", seen_at_last_tick)
+                finally:
+                    seen_at_last_tick = self._rev
+
+            self._compactor = asyncio.create_task(self._every(interval, tick, "compaction"),
+                                                  name="sqlite compactor")
 
     async def close(self) -> None:
         if self._closed:
