@@ -14,13 +14,11 @@ figure is listed too, to show the noise).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from bench._load import ProcCPU, TLSFiles, run_load  # noqa: E402
 from bench.core import API_SPECS  # noqa: E402
-from kplane.testing import free_port  # noqa: E402
+from kplane.testing import KplaneProcess, Kubectl  # noqa: E402
 
 SETUP = (["create", "namespace", "bench-create"], ["create", "namespace", "bench"],
          ["create", "configmap", "get", "-n", "bench"],
@@ -44,33 +42,18 @@ def source_tree(rev: str, scratch: Path) -> Path:
     return tree
 
 
-class Server:
-    def __init__(self, tree: Path, scratch: Path):
-        self.data_dir = Path(tempfile.mkdtemp(dir=scratch))
-        self.port = free_port()
-        env = dict(os.environ, PYTHONPATH=str(tree))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kplane", "serve", "--data-dir", str(self.data_dir), "--secure-port",
-             str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=scratch)
-        kubeconfig = self.data_dir / "admin.kubeconfig"
-        deadline = time.monotonic() + 60
-        while not (kubeconfig.exists() and self._kubectl(*SETUP[0])):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit(f"kplane from {tree} did not start")
-            time.sleep(0.3)
-        for args in SETUP[1:]:
-            self._kubectl(*args)
-        pki = self.data_dir / "pki"
-        self.url = f"https://127.0.0.1:{self.port}"
-        self.tls = TLSFiles(str(pki / "ca.crt"), str(pki / "admin.crt"), str(pki / "admin.key"))
+def start_server(tree: Path) -> KplaneProcess:
+    """`kplane serve` from `tree` (first on PYTHONPATH), with bench/core.py's objects."""
+    server = KplaneProcess(env={"PYTHONPATH": str(tree)}).start(timeout=60)
+    kubectl = Kubectl(server.kubeconfig)
+    for args in SETUP:
+        kubectl(*args)
+    return server
 
-    def _kubectl(self, *args: str) -> bool:
-        cmd = ["kubectl", "--kubeconfig", str(self.data_dir / "admin.kubeconfig"), *args]
-        return subprocess.run(cmd, capture_output=True).returncode == 0
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+def tls_files(server: KplaneProcess) -> TLSFiles:
+    pki = server.data_dir / "pki"
+    return TLSFiles(str(pki / "ca.crt"), str(pki / "admin.crt"), str(pki / "admin.key"))
 
 
 def main() -> int:
@@ -85,18 +68,19 @@ def main() -> int:
     concurrencies = [int(c) for c in args.conc.split(",")]
     scratch = Path(tempfile.mkdtemp(prefix="kplane-ab-"))
     builds = [args.rev_a, args.rev_b]
-    servers: dict[str, Server] = {}
+    servers: dict[str, KplaneProcess] = {}
     try:
         for rev in builds:
-            servers[rev] = Server(source_tree(rev, scratch), scratch)
+            servers[rev] = start_server(source_tree(rev, scratch))
         results: dict[tuple[str, int], list[tuple[float, float]]] = {(r, c): [] for r in builds for c in concurrencies}
         for rnd in range(args.rounds):
             for rev in builds if rnd % 2 == 0 else builds[::-1]:
                 server = servers[rev]
+                assert server.proc is not None
                 cpu = ProcCPU(server.proc.pid)
                 for conc in concurrencies:
                     before = cpu.seconds()
-                    res = run_load(server.url, server.tls, API_SPECS[args.op], concurrency=conc,
+                    res = run_load(server.url, tls_files(server), API_SPECS[args.op], concurrency=conc,
                                    duration=args.duration, warmup=0.5, processes=1 if conc == 1 else 2,
                                    client="lean")
                     if res.errors:
@@ -111,7 +95,7 @@ def main() -> int:
                   f"| {statistics.median(cpu_ms):.2f} | {' / '.join(f'{x:.2f}' for x in cpu_ms)} |")
     finally:
         for server in servers.values():
-            server.stop()
+            server.cleanup()
         for rev in builds:
             if not (Path(rev) / "kplane").is_dir():
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
