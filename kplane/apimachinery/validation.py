@@ -118,7 +118,8 @@ def _byte_len(value: str) -> int:
 
 def _memoized(check: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
     """An Is* check that remembers its answers: they depend on the string alone, and every
-    write validates the same few label keys, values and names over and over."""
+    write validates the same few label keys and values over and over. (Not the name checks:
+    a create's name is new each time, so remembering it only costs.)"""
     remembered = functools.lru_cache(maxsize=4096)(lambda value: tuple(check(value)))
 
     @functools.wraps(check)
@@ -167,7 +168,6 @@ def is_valid_label_value(value: str) -> list[str]:
     return errs
 
 
-@_memoized
 def is_dns1123_label(value: str) -> list[str]:
     errs = []
     if _byte_len(value) > DNS1123_LABEL_MAX_LENGTH:
@@ -177,7 +177,6 @@ def is_dns1123_label(value: str) -> list[str]:
     return errs
 
 
-@_memoized
 def is_dns1123_subdomain(value: str) -> list[str]:
     errs = []
     if _byte_len(value) > DNS1123_SUBDOMAIN_MAX_LENGTH:
@@ -187,7 +186,6 @@ def is_dns1123_subdomain(value: str) -> list[str]:
     return errs
 
 
-@_memoized
 def is_dns1035_label(value: str) -> list[str]:
     errs = []
     if _byte_len(value) > DNS1035_LABEL_MAX_LENGTH:
