@@ -398,7 +398,24 @@ def fmt_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(out)
 
 
-async def run(args: argparse.Namespace, kp: KplaneProcess, wardle: ExtensionProcess, nginx: Nginx | None) -> None:
+class Relay:
+    """bench/_relay.py: the floor of a Python proxy on this path (see its docstring)."""
+
+    def __init__(self, kp: KplaneProcess, wardle: ExtensionProcess):
+        self.port = free_port()
+        pki = kp.data_dir / "pki"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "bench" / "_relay.py"), str(self.port), str(wardle.port),
+             str(pki / "apiserver.crt"), str(pki / "apiserver.key"), str(pki / "front-proxy-client.crt"),
+             str(pki / "front-proxy-client.key"), str(wardle.data_dir / "pki" / "ca.crt")])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+async def run(args: argparse.Namespace, kp: KplaneProcess, wardle: ExtensionProcess, nginx: Nginx | None,
+              relay: Relay | None = None) -> None:
     pki = kp.data_dir / "pki"
     wardle_ca = wardle.data_dir / "pki" / "ca.crt"
     direct = Endpoint("direct", "127.0.0.1", wardle.port,
@@ -411,6 +428,9 @@ async def run(args: argparse.Namespace, kp: KplaneProcess, wardle: ExtensionProc
     if nginx is not None:
         targets.append(Endpoint("nginx", "127.0.0.1", nginx.port, client_ctx(pki / "ca.crt"), "127.0.0.1"))
         pids["nginx"] = nginx.pids()
+    if relay is not None:
+        targets.append(Endpoint("relay", "127.0.0.1", relay.port, client_ctx(pki / "ca.crt"), "127.0.0.1"))
+        pids["relay"] = [relay.proc.pid]
 
     for ns in ("default", WATCH_NS, "many"):
         await call(kplane, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
@@ -470,6 +490,14 @@ async def run(args: argparse.Namespace, kp: KplaneProcess, wardle: ExtensionProc
                             "yes" if k32.rps >= 0.5 * n32.rps else "NO"])
         print(fmt_table(sorted(verdict), ["request", "added p50 at c=1, kplane / nginx", "<= 2.5x",
                                           "req/s at c=32, kplane / nginx", ">= 50%"]))
+        if relay is not None:
+            floor = []
+            for label in sorted({k[0] for k in summary}):
+                d1, r1, n1 = (summary[(label, t, 1)] for t in ("direct", "relay", "nginx"))
+                r_add, n_add = r1.pct(0.5) - d1.pct(0.5), n1.pct(0.5) - d1.pct(0.5)
+                floor.append([label, f"{r_add:.2f} / {n_add:.2f} = {r_add / n_add:.2f}x" if n_add > 0 else "n/a"])
+            print()
+            print(fmt_table(floor, ["request", "added p50 at c=1, relay floor / nginx"]))
 
     print()
     lat = await watch_latency(direct, [ep for ep in targets if ep is not direct], args.events)
@@ -513,6 +541,8 @@ def main() -> int:
     p.add_argument("--events", type=int, default=200, help="events for the watch latency measurement")
     p.add_argument("--nginx-workers", type=int, default=1)
     p.add_argument("--no-nginx", action="store_true")
+    p.add_argument("--relay", action="store_true",
+                   help="also measure bench/_relay.py, the floor of a Python proxy on this path")
     args = p.parse_args()
     try:
         import uvloop
@@ -524,7 +554,7 @@ def main() -> int:
     (tmp / "kplane").mkdir()
     kp = KplaneProcess(data_dir=tmp / "kplane")
     kp.start()
-    wardle = nginx = None
+    wardle = nginx = relay = None
     try:
         wardle = ExtensionProcess(kp, "examples.wardle", apiservices=["v1alpha1.wardle.example.com"],
                                   data_dir=tmp / "wardle", cwd=REPO).start(timeout=60)
@@ -533,12 +563,17 @@ def main() -> int:
                 raise SystemExit("nginx not found: apt-get install -y nginx-light (or pass --no-nginx)")
             nginx = Nginx(tmp, kp, wardle, args.nginx_workers)
             wait_port(nginx.port)
+        if args.relay:
+            relay = Relay(kp, wardle)
+            wait_port(relay.port)
         via_nginx = f", nginx :{nginx.port} ({args.nginx_workers} worker)" if nginx else ""
         print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; kplane :{kp.port}, "
               f"wardle :{wardle.port}{via_nginx}; {args.rounds} rounds x {args.duration:g} s per figure",
               flush=True)
-        asyncio.run(run(args, kp, wardle, nginx))
+        asyncio.run(run(args, kp, wardle, nginx, relay))
     finally:
+        if relay is not None:
+            relay.stop()
         if nginx is not None:
             nginx.stop()
         if wardle is not None:

@@ -69,6 +69,7 @@ class Aggregator:
         self.openapi: OpenAPIAggregator | None = None
         self._install_openapi(openapi)
         server.delegates.insert(0, self.proxy)
+        server.express_delegate = self.proxy
         self._install_metrics()
         self._tasks: list[asyncio.Task] = []
         self._synced = asyncio.Event()

@@ -64,6 +64,9 @@ class FastLane:
         self.on_response_prepare = on_response_prepare
         self.enabled = enabled
         self.served = 0  # requests answered in the lane (kplane_apiserver_fast_lane_requests_total)
+        # A delegate that can answer a request from callbacks, without a task (the aggregator's
+        # express lane): returns the in-flight exchange, or None to leave the request to `serve`.
+        self.express: Callable[[FastRequest], Any] | None = None
 
     def metrics_text(self) -> str:
         name = "kplane_apiserver_fast_lane_requests_total"
@@ -200,8 +203,8 @@ class _Body:
 class FastRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the fast lane in front of its parser."""
 
-    __slots__ = ("_aio_partial", "_aio_payload", "_fast_held", "_fast_held_paused", "_fast_task",
-                 "_fast_wait", "_lane", "_peer_der", "_peer_host")
+    __slots__ = ("_aio_partial", "_aio_payload", "_express", "_express_over", "_express_request", "_fast_held",
+                 "_fast_held_paused", "_fast_task", "_fast_wait", "_lane", "_peer_der", "_peer_host")
 
     def __init__(self, *args: Any, lane: FastLane, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -212,6 +215,9 @@ class FastRequestHandler(RequestHandler):
         self._fast_held_paused = False
         self._aio_partial = False  # aiohttp's parser holds part of a request head
         self._aio_payload: Any = None  # the body stream of the last request aiohttp parsed
+        self._express: Any = None  # an exchange of the lane's express delegate in flight
+        self._express_request: FastRequest | None = None
+        self._express_over: asyncio.Event | None = None  # set when it ends (graceful shutdown waits)
         # Per-connection facts, the same for every request on it: looked up on first use.
         self._peer_host: Any = _UNSET
         self._peer_der: Any = _UNSET
@@ -230,7 +236,7 @@ class FastRequestHandler(RequestHandler):
     # ---- protocol ---------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._fast_task is not None:
+        if self._fast_task is not None or self._express is not None:
             self._hold(data)
             return
         if self._fast_wait:
@@ -246,7 +252,13 @@ class FastRequestHandler(RequestHandler):
         if request is None:  # ours so far, but incomplete
             self._fast_wait = data
             return
-        self._fast_task = asyncio.ensure_future(self._serve(request))
+        express = self._lane.express
+        exchange = express(request) if express is not None else None
+        if exchange is not None:
+            self._lane.served += 1
+            self._express, self._express_request = exchange, request
+        else:
+            self._fast_task = asyncio.ensure_future(self._serve(request))
         self._next_keepalive_close_time = self._loop.time() + _KEEPALIVE_HOLD
         if rest:
             self._hold(rest)  # replayed once this request is answered
@@ -255,6 +267,10 @@ class FastRequestHandler(RequestHandler):
         """aiohttp's graceful shutdown, which also lets a fast request in flight finish (up to
         `timeout`) instead of cutting it when the connection is closed."""
         self._force_close = True  # no new request in either lane
+        if self._express is not None:  # an express exchange has no task to wait for
+            self._express_over = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self._express_over.wait(), timeout)
         task = self._fast_task
         if task is not None and not task.done():
             try:
@@ -269,7 +285,31 @@ class FastRequestHandler(RequestHandler):
         task, self._fast_task = self._fast_task, None
         if task is not None and not task.done():
             task.cancel()
+        exchange, self._express = self._express, None
+        if exchange is not None:
+            exchange.client_lost()
+            self._express_ended()
         super().connection_lost(exc)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._express is not None:
+            self._express.client_drained()
+
+    # ---- the express delegate's callbacks ------------------------------------------------------
+
+    def express_finished(self, keep_alive: bool) -> None:
+        """The exchange has written its whole answer."""
+        self._express = self._express_request = None
+        self._express_ended()
+        self._after_response(keep_alive)
+
+    def express_retry(self) -> None:
+        """The exchange could not answer (nothing was written): serve the request the ordinary way."""
+        request, self._express, self._express_request = self._express_request, None, None
+        self._express_ended()
+        if request is not None and self.transport is not None and not self.transport.is_closing():
+            self._fast_task = asyncio.ensure_future(self._serve(request, count=False))
 
     # ---- lanes ------------------------------------------------------------------------------------
 
@@ -336,8 +376,13 @@ class FastRequestHandler(RequestHandler):
             self._fast_held_paused = True
             self.transport.pause_reading()
 
-    async def _serve(self, request: FastRequest) -> None:
-        self._lane.served += 1
+    def _express_ended(self) -> None:
+        if self._express_over is not None:
+            self._express_over.set()
+
+    async def _serve(self, request: FastRequest, count: bool = True) -> None:
+        if count:
+            self._lane.served += 1
         keep_alive = request.keep_alive
         try:
             try:
@@ -361,6 +406,10 @@ class FastRequestHandler(RequestHandler):
             keep_alive = False
         finally:
             self._fast_task = None
+        self._after_response(keep_alive)
+
+    def _after_response(self, keep_alive: bool) -> None:
+        """A request of the lane is answered: close, or go on with what arrived meanwhile."""
         transport = self.transport
         if transport is None:
             return

@@ -76,6 +76,9 @@ class GenericAPIServer:
         self.group_priority: dict[str, int] = {}
         self.resource_handler = ResourceHandler(self.registries)
         self.delegates: list[Delegate] = []
+        # A delegate that can also answer from the fast lane's callbacks (claims, serve_now):
+        # the aggregator's proxy.
+        self.express_delegate: Any = None
         self.health = HealthChecks()
         self.non_resource: dict[str, Handler] = {"/metrics": self._metrics}
         self.request_metrics = RequestMetrics()
@@ -157,11 +160,41 @@ class GenericAPIServer:
             else:
                 await app.on_response_prepare.send(request, response)
 
-        return fastpath.FastLane(
+        lane = fastpath.FastLane(
             claims=lambda target: self.fast_path is not None and self.fast_path(target),
             serve=serve, max_body=app._client_max_size, on_response_prepare=on_response_prepare,
             # The auditor reads all of aiohttp's request; audited servers keep the one lane.
             enabled=lambda: self.fast_path is not None and self.audit is None)
+        lane.express = self._express
+        return lane
+
+    def _express(self, request: Any) -> Any:
+        """The express delegate's exchange for `request` (the aggregator's proxy, express.py),
+        when all the filter chain would do before it can be decided on the spot: a caller
+        authenticated without waiting, no impersonation, allowed by the synchronous authorizer.
+        None leaves the request to the filter chain, which also answers every failure."""
+        delegate = self.express_delegate
+        authenticate_now = getattr(self.authenticator, "authenticate_now", None)
+        authorize_now = getattr(self.authorizer, "authorize_sync", None)
+        if delegate is None or authenticate_now is None or authorize_now is None:
+            return None
+        info = resolve(request.method, request.path, request.query)
+        if not delegate.claims(info):
+            return None
+        try:
+            user = authenticate_now(request)
+            if user is None or any(name[:12].lower() == "impersonate-" for name in request.headers):
+                return None
+            attrs = _attributes(user, info)
+            decision, _ = authorize_now(attrs)
+        except Exception:  # noqa: BLE001 - the filter chain answers it (401, 403, 500)
+            return None
+        if decision != ALLOW:
+            return None
+        request["info"] = info
+        request["authenticated_user"] = request["user"] = user
+        request["attributes"] = attrs
+        return delegate.serve_now(request, info, user, audit_id(request))
 
     async def stop(self) -> None:
         self.health.shutting_down = True

@@ -152,6 +152,11 @@ class ControlPlaneAuthenticator:
         self._verdicts: dict[bytes, _CertVerdict] = {}
 
     async def authenticate(self, request: web.Request) -> UserInfo | None:
+        return self.authenticate_now(request)
+
+    def authenticate_now(self, request: web.Request) -> UserInfo | None:
+        """authenticate, which never waits: certificate verdicts are cached and tokens checked
+        in memory (the server's express lane calls it from a protocol callback)."""
         der = peer_certificate_der(request)
         rejected_cert = False
         if der is not None:
