@@ -72,7 +72,7 @@ class ResourceHandler:
             obj = await reg.get(namespace, info.name, rv, shared=True)
             return self._object_response(reg, obj, choice)
         if verb in ("list", "watch"):
-            opts = _list_options(reg, query)
+            opts = _list_options(reg, query, watch=verb == "watch")
             if verb == "watch":
                 return await self._watch(request, reg, namespace, opts, choice)
             result = await reg.list(namespace, opts, shared=True)
@@ -90,12 +90,14 @@ class ResourceHandler:
             return await self._patch(request, reg, namespace, info, wopts, choice)
         if verb == "delete":
             options = await _delete_options(request)
+            wopts.dry_run = wopts.dry_run or bool(options.get("dryRun"))
             obj, deleted_now = await reg.delete(namespace, info.name, options, wopts)
             if deleted_now and not _returns_deleted_object(reg):
                 return json_response(reg.delete_status(obj))
             return self._object_response(reg, obj, choice, 200 if deleted_now else 202, wopts)
         if verb == "deletecollection":
             options = await _delete_options(request)
+            wopts.dry_run = wopts.dry_run or bool(options.get("dryRun"))
             opts = _list_options(reg, query)
             result = await reg.delete_collection(namespace, options, opts, wopts)
             return self._list_response(reg, result, choice, query)
@@ -152,10 +154,6 @@ class ResourceHandler:
         bookmarks = query.get("allowWatchBookmarks", "").lower() in ("1", "true")
         send_initial = query.get("sendInitialEvents")
         send_initial_events = None if send_initial is None else send_initial.lower() == "true"
-        if send_initial_events is not None and opts.resource_version_match != "NotOlderThan":
-            raise errors.invalid("ListOptions", "", [errors.field_forbidden(
-                "sendInitialEvents", "sendInitialEvents is forbidden for watch unless "
-                "resourceVersionMatch is set to NotOlderThan")])
         timeout = _watch_timeout(query)
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
                                                        "Cache-Control": "no-cache, private"})
@@ -303,12 +301,39 @@ async def _delete_options(request: web.Request) -> Obj:
         if not isinstance(decoded, dict):
             raise errors.bad_request("DeleteOptions must be an object")
         options = decoded
+    # Upstream reads the options from the body when there is one, else from the query; the
+    # query fills in here what a body leaves out (and a dryRun in either is honoured).
     q = request.query
-    if "propagationPolicy" in q:
+    if "propagationPolicy" in q and "propagationPolicy" not in options:
         options["propagationPolicy"] = q["propagationPolicy"]
-    if "gracePeriodSeconds" in q:
+    if "gracePeriodSeconds" in q and "gracePeriodSeconds" not in options:
         options["gracePeriodSeconds"] = q["gracePeriodSeconds"]
+    if "orphanDependents" in q and "orphanDependents" not in options:
+        value = q["orphanDependents"].lower()
+        if value not in ("true", "false"):
+            raise errors.bad_request(f'strconv.ParseBool: parsing "{q["orphanDependents"]}": invalid syntax')
+        options["orphanDependents"] = value == "true"
+    if not options.get("dryRun") and "dryRun" in q:
+        options["dryRun"] = q.getall("dryRun")
+    _validate_delete_options(options)
     return options
+
+
+def _validate_delete_options(options: Obj) -> None:
+    """ValidateDeleteOptions: 422 Invalid for DeleteOptions."""
+    causes = []
+    policy = options.get("propagationPolicy")
+    if options.get("orphanDependents") is not None and policy is not None:
+        causes.append(errors.field_invalid("propagationPolicy", policy,
+                                           "orphanDependents and deletionPropagation cannot be both set"))
+    if policy is not None and policy not in ("Foreground", "Background", "Orphan"):
+        causes.append(errors.field_not_supported("propagationPolicy", policy,
+                                                 ["Foreground", "Background", "Orphan", "nil"]))
+    dry_run = options.get("dryRun") or []
+    if not isinstance(dry_run, list) or any(v != "All" for v in dry_run):
+        causes.append(errors.field_not_supported("dryRun", dry_run, ["All"]))
+    if causes:
+        raise errors.invalid("DeleteOptions", "", causes, group="meta.k8s.io")
 
 
 def _dry_run(query: Any) -> bool:
@@ -334,7 +359,46 @@ def _write_options(request: web.Request, info: RequestInfo) -> WriteOptions:
                         shared_result=True)
 
 
-def _list_options(reg: Registry, query: Any) -> ListOptions:
+def _validate_list_options(query: Any, rv: str, rv_match: str, watch: bool) -> None:
+    """ValidateListOptions (a watch's rules differ): 422 Invalid for ListOptions."""
+    causes = []
+    has_continue = bool(query.get("continue"))
+    send_initial = "sendInitialEvents" in query
+    if watch:
+        if send_initial and rv_match != "NotOlderThan":
+            causes.append(errors.field_forbidden(
+                "resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"))
+        if rv_match:
+            if not send_initial:
+                causes.append(errors.field_forbidden(
+                    "resourceVersionMatch", "resourceVersionMatch is forbidden for watch unless sendInitialEvents "
+                    "is provided"))
+            if rv_match != "NotOlderThan":
+                causes.append(errors.field_not_supported("resourceVersionMatch", rv_match, ["NotOlderThan"]))
+            if has_continue:
+                causes.append(errors.field_forbidden("resourceVersionMatch",
+                                                     "resourceVersionMatch is forbidden when continue is provided"))
+    else:
+        if rv_match:
+            if not rv:
+                causes.append(errors.field_forbidden(
+                    "resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided"))
+            if has_continue:
+                causes.append(errors.field_forbidden("resourceVersionMatch",
+                                                     "resourceVersionMatch is forbidden when continue is provided"))
+            if rv_match not in ("Exact", "NotOlderThan"):
+                causes.append(errors.field_not_supported("resourceVersionMatch", rv_match,
+                                                         ["Exact", "NotOlderThan", ""]))
+            if rv_match == "Exact" and rv == "0":
+                causes.append(errors.field_forbidden(
+                    "resourceVersionMatch", 'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'))
+        if send_initial:
+            causes.append(errors.field_forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"))
+    if causes:
+        raise errors.invalid("ListOptions", "", causes, group="meta.k8s.io")
+
+
+def _list_options(reg: Registry, query: Any, watch: bool = False) -> ListOptions:
     label_selector = None
     field_selector = None
     if query.get("labelSelector"):
@@ -352,13 +416,10 @@ def _list_options(reg: Registry, query: Any) -> ListOptions:
             raise errors.bad_request(f'invalid limit "{query["limit"]}"') from None
         limit = max(limit, 0)
     rv_match = query.get("resourceVersionMatch", "")
-    if rv_match not in ("", "Exact", "NotOlderThan"):
-        raise errors.bad_request(f'resourceVersionMatch: Unsupported value: "{rv_match}"')
     rv = query.get("resourceVersion", "")
-    if rv_match and not rv:
-        raise errors.bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
-    if query.get("continue") and rv_match:
-        raise errors.bad_request("resourceVersionMatch is forbidden when continue is provided")
+    _validate_list_options(query, rv, rv_match, watch)
+    if query.get("continue") and rv not in ("", "0"):
+        raise errors.bad_request("specifying resource version is not allowed when using continue")
     return ListOptions(label_selector=label_selector, field_selector=field_selector, limit=limit,
                        continue_token=query.get("continue", ""), resource_version=rv,
                        resource_version_match=rv_match)

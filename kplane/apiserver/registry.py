@@ -663,6 +663,8 @@ class Registry:
         key = self._key(namespace, name)
         pre = (options or {}).get("preconditions") or {}
         policy = (options or {}).get("propagationPolicy")
+        if policy is None and (options or {}).get("orphanDependents") is not None:
+            policy = "Orphan" if options["orphanDependents"] else "Background"  # the deprecated form
         if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
             raise errors.invalid("DeleteOptions", "", [errors.field_not_supported(
                 "propagationPolicy", policy, ["Foreground", "Background", "Orphan", "nil"])])
@@ -685,11 +687,12 @@ class Registry:
                 for hook in self.before_delete:
                     await hook(obj, opts)
             finalizers = list(m.get("finalizers") or [])
-            if policy == "Foreground" and "foregroundDeletion" not in finalizers and not m.get(
-                    "deletionTimestamp"):
-                finalizers.append("foregroundDeletion")
-            if policy == "Orphan" and "orphan" not in finalizers and not m.get("deletionTimestamp"):
-                finalizers.append("orphan")
+            if policy is not None and not m.get("deletionTimestamp"):
+                # An explicit policy overrides the one a finalizer chose (deletionFinalizersForGarbageCollection).
+                wanted = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(policy)
+                finalizers = [f for f in finalizers if f not in ("foregroundDeletion", "orphan") or f == wanted]
+                if wanted is not None and wanted not in finalizers:
+                    finalizers.append(wanted)
             pending = finalizers or self._has_pending_finalizers(obj)
             if pending:
                 if m.get("deletionTimestamp"):
@@ -698,6 +701,8 @@ class Registry:
                 m["deletionGracePeriodSeconds"] = 0
                 if finalizers:
                     m["finalizers"] = finalizers
+                else:
+                    m.pop("finalizers", None)
                 if rdef.kind == "Namespace":
                     obj.setdefault("status", {})["phase"] = "Terminating"
                 if opts.dry_run:

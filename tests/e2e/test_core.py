@@ -273,6 +273,81 @@ def test_dry_run_writes_nothing(kubectl):
     assert proc.returncode != 0 and "NotFound" in proc.stderr
 
 
+def test_dry_run_delete_deletes_nothing(kubectl, api):
+    """kubectl and the Python client say dryRun in the DeleteOptions body, not in the query."""
+    core = k8s.CoreV1Api(api)
+    kubectl("create", "namespace", "drydel")
+    kubectl("-n", "drydel", "create", "configmap", "keep", "--from-literal=a=1")
+    out = kubectl("-n", "drydel", "delete", "cm", "--all", "--dry-run=server")
+    assert "server dry run" in out
+    core.delete_namespaced_config_map("keep", "drydel", body=k8s.V1DeleteOptions(dry_run=["All"]))
+    kubectl("delete", "namespace", "drydel", "--dry-run=server")
+    assert core.read_namespaced_config_map("keep", "drydel").data == {"a": "1"}
+    assert core.read_namespace("drydel").status.phase == "Active"
+    with pytest.raises(ApiException) as e:
+        core.delete_namespaced_config_map("keep", "drydel", body=k8s.V1DeleteOptions(dry_run=["Some"]))
+    assert e.value.status == 422 and json.loads(e.value.body)["details"]["kind"] == "DeleteOptions"
+
+
+def test_orphan_dependents_option_orphans(kubectl, api):
+    core = k8s.CoreV1Api(api)
+    owner = core.create_namespaced_config_map("default", {"metadata": {"name": "orphan-owner"}})
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "orphan-owner", "uid": owner.metadata.uid}
+    core.create_namespaced_config_map("default", {"metadata": {"name": "orphan-dep", "ownerReferences": [ref]}})
+    core.delete_namespaced_config_map("orphan-owner", "default",
+                                      body=k8s.V1DeleteOptions(orphan_dependents=True))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        dep = core.read_namespaced_config_map("orphan-dep", "default")
+        if not dep.metadata.owner_references:
+            break
+        time.sleep(0.1)
+    assert not dep.metadata.owner_references  # orphaned: kept, its reference to the owner removed
+    with pytest.raises(ApiException) as e:
+        core.delete_namespaced_config_map("orphan-dep", "default", body=k8s.V1DeleteOptions(
+            orphan_dependents=True, propagation_policy="Background"))
+    assert e.value.status == 422
+    assert "orphanDependents and deletionPropagation cannot be both set" in json.loads(e.value.body)["message"]
+
+
+def test_namespaces_have_no_deletecollection(kp, kubectl):
+    resources = json.loads(kubectl("get", "--raw", "/api/v1"))["resources"]
+    verbs = next(r["verbs"] for r in resources if r["name"] == "namespaces")
+    assert "deletecollection" not in verbs and "delete" in verbs
+    proc = kubectl.run("delete", "--raw", "/api/v1/namespaces?labelSelector=nobody%3D1", check=False)
+    assert proc.returncode != 0 and "the server does not allow this method" in proc.stderr, proc.stderr
+
+
+def test_list_and_watch_option_validation(api):
+    core = k8s.CoreV1Api(api)
+    # What client-go's reflector sends first (watch-list): no resourceVersion, a consistent read.
+    resp = core.list_namespaced_config_map("default", watch=True, send_initial_events=True,
+                                           resource_version_match="NotOlderThan", allow_watch_bookmarks=True,
+                                           timeout_seconds=5, _preload_content=False)
+    events = []
+    for line in resp:
+        events.append(json.loads(line))
+        if events[-1]["type"] == "BOOKMARK":
+            break
+    resp.close()
+    bookmark = events[-1]["object"]["metadata"]
+    assert bookmark["annotations"]["k8s.io/initial-events-end"] == "true"
+    for kwargs, text in (
+            ({"resource_version_match": "NotOlderThan"}, "resourceVersionMatch is forbidden unless resourceVersion"),
+            ({"resource_version_match": "Exact", "resource_version": "0"}, 'forbidden for resourceVersion "0"'),
+            ({"send_initial_events": True}, "sendInitialEvents is forbidden for list"),
+            ({"watch": True, "resource_version_match": "NotOlderThan"},
+             "forbidden for watch unless sendInitialEvents is provided")):
+        with pytest.raises(ApiException) as e:
+            core.list_namespaced_config_map("default", **kwargs)
+        body = json.loads(e.value.body)
+        assert e.value.status == 422 and body["reason"] == "Invalid", kwargs
+        assert body["message"].startswith('ListOptions.meta.k8s.io "" is invalid') and text in body["message"]
+    with pytest.raises(ApiException) as e:
+        core.list_namespaced_config_map("default", _continue="abc", resource_version="5")
+    assert e.value.status == 400
+
+
 def test_secrets_fold_string_data(kubectl):
     manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "default"},
                 "stringData": {"password": "hunter2"}}

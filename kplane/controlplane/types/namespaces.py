@@ -98,6 +98,8 @@ def resources() -> list[ResourceDef]:
     return [ResourceDef(
         group="", version="v1", kind="Namespace", plural="namespaces", namespaced=False,
         short_names=["ns"], subresources=["status", "finalize"], has_status=True,
+        # Upstream's namespace storage has no DeleteCollection (a collection DELETE answers 405).
+        verbs=["create", "delete", "get", "list", "patch", "update", "watch"],
         schema=NAMESPACE, openapi_name="io.k8s.api.core.v1.Namespace", name_validation="label",
         columns=[name_column(), Column("Status", "string", _phase, description="The status of the namespace"),
                  age_column()],
