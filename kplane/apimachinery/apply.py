@@ -94,16 +94,38 @@ def _shape(schema: Schema | None, *values: Any) -> str:
     return "leaf"
 
 
+def _key_default(schema: Schema | None, key: str) -> Any:
+    """The schema default of key field `key` of a list-map's items, None when it has none.
+
+    Like SMD's getAssociativeKeyDefault: only a declared field of the item type counts, and
+    a null default is no default."""
+    props = (item_schema(schema) or {}).get("properties")
+    field_def = props.get(key) if isinstance(props, dict) else None
+    return field_def.get("default") if isinstance(field_def, dict) else None
+
+
 def _item_element(item: Any, schema: Schema | None) -> str:
-    """The FieldsV1 element naming one item of a (non-atomic) list."""
+    """The FieldsV1 element naming one item of a (non-atomic) list.
+
+    A list-map item that omits a key field is identified by that field's schema default
+    (SMD's keyedAssociativeListItemToPathElement, since Kubernetes 1.21): a Service port
+    without protocol is k:{"port":80,"protocol":"TCP"}. The default only names the item;
+    it is not written into it (the type's defaulting does that)."""
     kind, keys = _list_type(schema)
     if kind == "map":
         if not isinstance(item, dict):
             raise _TypeMismatch("associative list with keys may not have non-map elements")
-        for key in keys:
-            if key not in item:
-                raise _TypeMismatch(f'associative list with keys has an element that omits key field "{key}"')
-        return "k:" + _compact({key: item[key] for key in sorted(keys)})
+        identity: dict[str, Any] = {}
+        for key in keys:  # in declared order, so the error names the first missing key as upstream's does
+            if key in item:
+                identity[key] = item[key]
+                continue
+            default = _key_default(schema, key)
+            if default is None:
+                raise _TypeMismatch(f'associative list with keys has an element that omits key field "{key}" '
+                                    "(and doesn't have default value)")
+            identity[key] = default
+        return "k:" + _compact({key: identity[key] for key in sorted(identity)})
     if isinstance(item, (dict, list)):
         raise _TypeMismatch("associative list without keys has an element that's a map type")
     return "v:" + _compact(item)

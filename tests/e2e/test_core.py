@@ -88,6 +88,17 @@ def test_apply_client_side_and_server_side(kubectl, api):
     assert json.loads(kubectl("get", "cm", "ssa", "-o", "json"))["data"] == {"k": "other"}
 
 
+def test_server_side_apply_of_a_service_port_without_protocol(kubectl):
+    manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ssa-web", "namespace": "default"},
+                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+    apply(kubectl, manifest, "--server-side")
+    apply(kubectl, manifest, "--server-side")  # finds the stored port (with its defaulted protocol) again
+    svc = kubectl.json("get", "svc", "ssa-web")
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]
+    fields = next(m["fieldsV1"] for m in svc["metadata"]["managedFields"] if m["manager"] == "kubectl")
+    assert 'k:{"port":80,"protocol":"TCP"}' in fields["f:spec"]["f:ports"]
+
+
 def test_patch_types(kubectl):
     kubectl("create", "configmap", "patched", "--from-literal=a=1")
     kubectl("patch", "cm", "patched", "-p", '{"data":{"b":"2"}}')

@@ -97,6 +97,15 @@ def test_crd_status_and_conditions(kubectl: Kubectl, crd: str) -> None:
     assert "crontabs" in resources and "ct" in resources and "CronTab" in resources
 
 
+def test_reapplying_an_unchanged_crd_changes_nothing(kubectl: Kubectl, crd: str) -> None:
+    # Nothing defaulted into the stored spec that the manifest leaves out (a printer column's
+    # priority 0 was): kubectl apply then finds nothing to change.
+    out = kubectl("apply", "-f", "-", input=json.dumps(CRD))
+    assert "unchanged" in out, out
+    columns = kubectl.json("get", "crd", crd)["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [c.get("priority") for c in columns] == [None, None, None, 1]
+
+
 def test_invalid_crd_rejected(kubectl: Kubectl) -> None:
     bad = json.loads(json.dumps(CRD))
     bad["metadata"]["name"] = "wrong.stable.example.com"

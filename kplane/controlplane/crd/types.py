@@ -155,11 +155,8 @@ def set_defaults(crd: Obj) -> None:
         names.setdefault("listKind", names["kind"] + "List")
     if not spec.get("conversion"):
         spec["conversion"] = {"strategy": "None"}
-    for v in spec.get("versions") or []:
-        if isinstance(v, dict):
-            for col in v.get("additionalPrinterColumns") or []:
-                if isinstance(col, dict):
-                    col.setdefault("priority", 0)  # not defaulted upstream; kept for Table output
+    # A printer column's priority is not defaulted (omitempty upstream: a stored 0 would make
+    # every `kubectl apply` of an unchanged CRD a change).
 
 
 def _stored_versions(crd: Obj, previous: list[str]) -> list[str]:
