@@ -93,7 +93,7 @@ def test_server_side_apply_of_a_service_port_without_protocol(kubectl):
                 "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
     apply(kubectl, manifest, "--server-side")
     apply(kubectl, manifest, "--server-side")  # finds the stored port (with its defaulted protocol) again
-    svc = kubectl.json("get", "svc", "ssa-web")
+    svc = kubectl.json("get", "svc", "ssa-web", "--show-managed-fields")
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]
     fields = next(m["fieldsV1"] for m in svc["metadata"]["managedFields"] if m["manager"] == "kubectl")
     assert 'k:{"port":80,"protocol":"TCP"}' in fields["f:spec"]["f:ports"]
