@@ -21,6 +21,7 @@ class AggregatorMetrics:
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[str, Histogram] = {}
         self.inflight: dict[str, int] = {}
+        self.express: dict[str, int] = {}  # requests the express lane relayed (express.py), by APIService
         self.discovery_stale: dict[str, bool] = {}
 
     # ---- availability (status/metrics) -------------------------------------------------------------
@@ -72,6 +73,12 @@ class AggregatorMetrics:
         for (svc, method, code), n in sorted(self.requests.items()):
             labels = label_text([("apiservice", svc), ("method", method), ("code", str(code))])
             out.append(f"kplane_aggregator_proxy_requests_total{labels} {n}")
+        out.append("# HELP kplane_aggregator_proxy_express_requests_total Proxied requests relayed by the express "
+                   "lane (from the connections' callbacks), by APIService.")
+        out.append("# TYPE kplane_aggregator_proxy_express_requests_total counter")
+        for svc in sorted(self.express):
+            out.append(f"kplane_aggregator_proxy_express_requests_total{label_text([('apiservice', svc)])} "
+                       f"{self.express[svc]}")
         out.append("# HELP kplane_aggregator_proxy_inflight_requests Proxied requests in progress (watches "
                    "included), by APIService.")
         out.append("# TYPE kplane_aggregator_proxy_inflight_requests gauge")

@@ -245,6 +245,7 @@ class Proxy:
                 self.metrics.inflight[name] -= 1
             else:
                 self.metrics.observe(name, method, code, time.perf_counter() - start)
+                self.metrics.express[name] = self.metrics.express.get(name, 0) + 1
 
         exchange = Exchange(request._protocol, conn, keep_alive=request.keep_alive, audit_id=audit_id,
                             on_end=on_end)

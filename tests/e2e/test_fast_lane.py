@@ -100,6 +100,29 @@ def test_pipelined_requests_mix_both_lanes_in_order(kp, backend):
     assert h1["audit-id"] and h1["content-type"].startswith("application/json")
 
 
+def _express_count(kubectl) -> int:
+    metrics = kubectl("get", "--raw", "/metrics")
+    return sum(int(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("kplane_aggregator_proxy_express_requests_total{"))
+
+
+def test_proxied_requests_take_the_express_lane_once_a_connection_is_open(kp, kubectl, backend):
+    before = _express_count(kubectl)
+    with _connect(kp) as sock:
+        reader = _Reader(sock)
+        answers = []
+        for i in range(20):
+            sock.sendall(_request("GET", FLUNDERS + f"?limit={i + 1}", {"Audit-ID": f"audit-{i}"}))
+            answers.append(reader.response())
+        # A body and pipelining on the same connection: answered in order.
+        sock.sendall(_request("POST", FLUNDERS, body=b'{"kind":"Flunder"}') + _request("GET", FLUNDERS))
+        answers += [reader.response(), reader.response()]
+    assert [a[0] for a in answers] == [200] * 22  # the test backend answers a POST with its list too
+    assert [a[1]["audit-id"] for a in answers[:20]] == [f"audit-{i}" for i in range(20)]
+    assert all("kplane-admin" in _caller(a[2]) for a in answers[:20])
+    assert _express_count(kubectl) - before >= 18  # all but the first one or two (a connection is dialled)
+
+
 def test_head_and_body_split_across_reads(kp, backend):
     with _connect(kp) as sock:
         reader = _Reader(sock)
