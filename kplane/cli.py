@@ -21,6 +21,16 @@ def _feature_gates(value: str) -> dict[str, bool]:
     return gates
 
 
+def _port_range(value: str) -> str:
+    from kplane.controlplane.nodeports import parse_range
+
+    try:
+        parse_range(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 def _duration(value: str) -> float:
     """A Go-style duration (5m, 1m30s, 300s, 1h) or plain seconds."""
     import re
@@ -72,6 +82,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--leader-elect-retry-period", type=_duration, default=2.0,
                    help="how often candidates try to acquire and the leader renews (2s)")
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
+    p.add_argument("--service-node-port-range", type=_port_range, default="30000-32767",
+                   help="ports NodePort and LoadBalancer Services get their nodePorts from (30000-32767)")
     p.add_argument("--anonymous-auth", default="true", choices=["true", "false"])
     p.add_argument("--feature-gates", type=_feature_gates, default={})
     certs = p.add_argument_group("certificates (default: bootstrapped under <data-dir>/pki)")
@@ -123,6 +135,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     options = Options(data_dir=Path(args.data_dir).expanduser(), bind_address=args.bind_address,
                       secure_port=args.secure_port, storage=args.storage,
                       service_cluster_ip_range=args.service_cluster_ip_range,
+                      service_node_port_range=args.service_node_port_range,
                       anonymous_auth=args.anonymous_auth == "true", feature_gates=args.feature_gates,
                       pki_overrides={name: getattr(args, flag[2:].replace("-", "_"))
                                      for name, (flag, _) in _PKI_FLAGS.items()

@@ -332,7 +332,9 @@ def apiservice_def() -> ResourceDef:
         categories=["api-extensions"], subresources=["status"], schema=_schema(),
         openapi_name="io.k8s.kube-aggregator.pkg.apis.apiregistration.v1.APIService",
         columns=COLUMNS, name_validation="path", prepare_create=prepare_create, prepare_update=prepare_update,
-        validate_create=validate, validate_update=validate_update)
+        validate_create=validate, validate_update=validate_update,
+        # A Go struct upstream: "false" (a string) for insecureSkipTLSVerify is a 400, never stored.
+        go_typed=True)
 
 
 # ---- ordering (apiregistration helpers.SortedByGroupAndVersion) -------------------------------------

@@ -43,7 +43,9 @@ _DROP_RESPONSE = frozenset((
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "transfer-encoding", "upgrade", "content-length"))
 
-_BUFFER_BODY_LIMIT = 4 * 1024 * 1024  # request bodies up to this size are read first (retry-safe)
+# Request bodies up to this size are read first (retry-safe); larger ones are streamed to the backend,
+# which alone decides how large a body it takes (below aiohttp's client_max_size, which read() enforces).
+_BUFFER_BODY_LIMIT = 1024 * 1024
 _BUFFER_RESPONSE_LIMIT = 4 * 1024 * 1024  # fixed-length responses up to this size are sent in one write
 _WATCHDOG_INTERVAL = 5.0
 
@@ -86,7 +88,9 @@ def request_head(method: str, raw_path: str, headers: Any, host: str, port: int,
     for name, value in identity_headers(user):
         lines.append(f"{name}: {value}")
     if remote:
-        lines.append(f"X-Forwarded-For: {remote}")
+        # As Go's ReverseProxy: the caller's address appended to what earlier proxies said.
+        prior = [value for name, value in headers.items() if name.lower() == "x-forwarded-for"]
+        lines.append(f"X-Forwarded-For: {', '.join([*prior, remote])}")
     return lines
 
 

@@ -82,6 +82,8 @@ def _go_type(schema: dict) -> str:
         return "[]" + _go_type(schema.get("items") or {})
     if want == "object" and isinstance(schema.get("additionalProperties"), dict):
         return "map[string]" + _go_type(schema["additionalProperties"])
+    if want == "string" and schema.get("format") == "byte":
+        return "[]uint8"  # a []byte field (base64 in JSON)
     return {"string": "string", "number": "float64", "boolean": "bool", "object": "struct"}.get(want or "", "any")
 
 

@@ -30,6 +30,7 @@ class MediaChoice:
 
     as_kind: str = ""  # "", "Table", "PartialObjectMetadata", "PartialObjectMetadataList", "APIGroupDiscoveryList"
     yaml: bool = False
+    as_version: str = ""  # for APIGroupDiscoveryList: "v2", or "v2beta1" (the same document, still served in 1.32)
 
 
 @functools.lru_cache(maxsize=256)  # clients send the same few Accept headers over and over
@@ -60,8 +61,9 @@ def parse_accept(accept: str) -> MediaChoice:
                 if as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList") and \
                         group == "meta.k8s.io" and version in ("v1", "v1beta1"):
                     return MediaChoice(as_kind)
-                if as_kind == "APIGroupDiscoveryList" and group == "apidiscovery.k8s.io" and version == "v2":
-                    return MediaChoice(as_kind)
+                if as_kind == "APIGroupDiscoveryList" and group == "apidiscovery.k8s.io" and \
+                        version in ("v2", "v2beta1"):
+                    return MediaChoice(as_kind, as_version=version)
                 continue  # an "as" we do not serve: try the next alternative
             return MediaChoice(yaml=mime == "application/yaml")
     if saw_protobuf_only:

@@ -87,6 +87,7 @@ class WatchEvent:
 CreateHook = Callable[[Obj, WriteOptions], Awaitable[None]]
 UpdateHook = Callable[[Obj, Obj, WriteOptions], Awaitable[None]]  # (new, old, opts)
 DeleteHook = Callable[[Obj], Awaitable[None]]
+AfterUpdateHook = Callable[[Obj, Obj], Awaitable[None]]  # (new, old)
 BeforeDeleteHook = Callable[[Obj, WriteOptions], Awaitable[None]]
 
 
@@ -98,9 +99,12 @@ class Registry:
         # Admission-like hooks, run after validation; they may raise StatusError.
         self.before_create: list[CreateHook] = []
         self.before_update: list[UpdateHook] = []
+        self.after_update: list[AfterUpdateHook] = []  # (new, old) once an update is stored
         self.before_delete: list[BeforeDeleteHook] = []
         self.after_delete: list[DeleteHook] = []
-        self.namespace_check: Callable[[str], Awaitable[None]] | None = None
+        # (namespace, this ResourceDef, the object's name): refuses a create in a missing or terminating
+        # namespace.
+        self.namespace_check: Callable[[str, ResourceDef, str], Awaitable[None]] | None = None
 
     # ---- encoding -------------------------------------------------------
 
@@ -209,6 +213,7 @@ class Registry:
                                opts: ListOptions) -> ListResult:
         items: list[Obj] = []
         last_key = start_after
+        remaining: int | None = None
         try:
             while True:
                 page = await self.store.list(prefix, revision=rv, start_after=last_key,
@@ -222,6 +227,9 @@ class Registry:
                         items.append(obj)
                 if not page.more or (opts.limit and len(items) >= opts.limit):
                     more = page.more
+                    if more and opts.label_selector is None and opts.field_selector is None:
+                        # Counted by the store: only exact when every key is an item (no selector).
+                        remaining = page.remaining
                     break
         except CompactedError:
             if opts.continue_token:
@@ -236,7 +244,7 @@ class Registry:
         except FutureRevisionError as e:
             raise errors.timeout(f"Too large resource version: {e.requested}, current: {e.current}") from None
         token = _encode_continue(rv, last_key[len(prefix):]) if more and last_key else ""
-        return ListResult(items, str(rv), token)
+        return ListResult(items, str(rv), token, remaining if token else None)
 
     def _matches(self, obj: Obj, opts: ListOptions) -> bool:
         if opts.label_selector is not None and not opts.label_selector.matches(
@@ -368,7 +376,7 @@ class Registry:
         drop_empty_meta(obj)
         self._validate(obj, None)
         if rdef.namespaced and self.namespace_check is not None:
-            await self.namespace_check(namespace)
+            await self.namespace_check(namespace, rdef, m.get("name", ""))
         try:
             for hook in self.before_create:
                 await hook(obj, opts)
@@ -434,10 +442,10 @@ class Registry:
         if not unknown or opts.field_validation == "Ignore":
             return
         if opts.field_validation == "Strict":
-            if len(unknown) == 1:
-                raise errors.bad_request(f'strict decoding error: unknown field "{unknown[0][1:]}"')
+            kind, version = self.rdef.kind, self.rdef.version
             listed = ", ".join(f'unknown field "{u[1:]}"' for u in unknown)
-            raise errors.bad_request(f"strict decoding error: {listed}")
+            raise errors.bad_request(f'{kind} in version "{version}" cannot be handled as a {kind}: '
+                                     f"strict decoding error: {listed}")
         opts.warnings.extend(f'unknown field "{u[1:]}"' for u in unknown)
 
     def _validate(self, obj: Obj, old: Obj | None) -> None:
@@ -540,10 +548,22 @@ class Registry:
         an error computed from it (unless the store still holds that very revision) and a
         no-op all re-read the store before deciding, so the outcome is the store's.
 
-        `mutate` must not change its argument (the old object, validated against below)."""
+        `mutate` must not change its argument (the old object, validated against below).
+
+        What the before_update hooks claimed (opts.rollbacks) is given back when the update
+        fails; after_update hooks run once it is stored."""
+        try:
+            return await self._update_loop(key, name, mutate, opts, expected, patching, current, cached)
+        except BaseException:
+            await _run_rollbacks(opts)
+            raise
+
+    async def _update_loop(self, key: str, name: str, mutate: Callable[[Obj], Obj], opts: WriteOptions,
+                           expected: int, patching: bool, current: KV | None, cached: bool) -> Obj:
         rdef = self.rdef
         kv = current
         for _ in range(_MAX_UPDATE_RETRIES):
+            await _run_rollbacks(opts)  # a retry: what the last attempt's hooks claimed is claimed anew
             if kv is None:
                 kv, cached = await self.store.get(key), False
                 if kv is None:
@@ -604,6 +624,9 @@ class Registry:
                 continue
             except KeyNotFoundError:
                 raise self._not_found(name) from None
+            opts.rollbacks.clear()  # stored: what the hooks claimed is in use
+            for after in self.after_update:
+                await after(new, old)
             return await self._written(written, opts)
         raise errors.conflict(rdef.plural, name, rdef.group, "too many concurrent updates, try again")
 

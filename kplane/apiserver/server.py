@@ -362,9 +362,12 @@ class GenericAPIServer:
         path = request.path.rstrip("/")
         if path in ("/api", "/apis") and choice.as_kind == "APIGroupDiscoveryList":
             doc = await self.discovery.aggregated(path[1:])
+            content_type = negotiation.AGGREGATED_DISCOVERY_V2
+            if choice.as_version == "v2beta1":  # what kubectl before 1.30 asks for first
+                doc = {**doc, "apiVersion": "apidiscovery.k8s.io/v2beta1"}
+                content_type = content_type.replace("v=v2;", "v=v2beta1;")
             tag = disco.etag(doc)
-            headers = {"ETag": tag, "Vary": "Accept",
-                       "Content-Type": negotiation.AGGREGATED_DISCOVERY_V2}
+            headers = {"ETag": tag, "Vary": "Accept", "Content-Type": content_type}
             if request.headers.get("If-None-Match") == tag:
                 return web.Response(status=304, headers=headers)
             body, _ = negotiation.encode(doc)

@@ -23,6 +23,7 @@ from kplane.controlplane.defaults import ServiceAccountController, ensure_kubern
 from kplane.controlplane.garbagecollector import GarbageCollector
 from kplane.controlplane.leaderelection import LEASE_NAME, AlwaysLeader, LeaderElector, default_identity
 from kplane.controlplane.namespaces import NamespaceController, ensure_default_namespaces, install_lifecycle
+from kplane.controlplane.nodeports import NodePortAllocator
 from kplane.controlplane.pki import PKI, ensure_pki, write_kubeconfig
 from kplane.controlplane.serviceip import ClusterIPAllocator
 from kplane.controlplane.types import builtin_resources
@@ -43,6 +44,7 @@ class Options:
     secure_port: int = 6443
     storage: str = "sqlite"
     service_cluster_ip_range: str = "10.96.0.0/12"
+    service_node_port_range: str = "30000-32767"
     anonymous_auth: bool = True
     feature_gates: dict[str, bool] = field(default_factory=dict)
     etcd_servers: list[str] = field(default_factory=list)
@@ -96,8 +98,9 @@ class ControlPlane:
             self.server.install(rdef)
         self.auth = install_auth(self.server, options, pki)
         install_lifecycle(self.server)
-        ClusterIPAllocator(store, options.service_cluster_ip_range).install(
-            self.server.registry("", "v1", "services"))
+        services = self.server.registry("", "v1", "services")
+        ClusterIPAllocator(store, options.service_cluster_ip_range).install(services)
+        NodePortAllocator(store, options.service_node_port_range).install(services)
         self.aggregator = Aggregator(self.server, openapi=install_openapi(self.server),
                                      client_cert=str(pki.front_proxy_client_cert),
                                      client_key=str(pki.front_proxy_client_key), client_ca_pem=pki.ca_cert.read_text(),

@@ -9,6 +9,7 @@ import logging
 
 from kplane.apimachinery import errors
 from kplane.apiserver.registry import ListOptions, Registry, WriteOptions
+from kplane.apiserver.resource import ResourceDef
 from kplane.apiserver.server import GenericAPIServer
 from kplane.controlplane.controller import Controller
 
@@ -22,7 +23,7 @@ IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 def install_lifecycle(server: GenericAPIServer) -> None:
     namespaces = server.registry("", "v1", "namespaces")
 
-    async def namespace_check(namespace: str) -> None:
+    async def namespace_check(namespace: str, rdef: ResourceDef, name: str) -> None:
         hit = namespaces.cacher.get(namespaces.rdef.key(None, namespace))
         if hit is None:
             # The cache may lag a namespace created a moment ago by another replica.
@@ -33,11 +34,13 @@ def install_lifecycle(server: GenericAPIServer) -> None:
         else:
             obj = hit[1]
         if obj.get("metadata", {}).get("deletionTimestamp"):
-            err = errors.forbidden(f"unable to create new content in namespace {namespace} because it is "
-                                   f"being terminated")
-            err.details = {"name": namespace, "kind": "namespaces", "causes": [
+            # NamespaceLifecycle's admission.NewForbidden, about the object refused, plus its cause.
+            resource = f"{rdef.plural}.{rdef.group}" if rdef.group else rdef.plural
+            err = errors.forbidden(f'{resource} "{name}" is forbidden: unable to create new content in namespace '
+                                   f"{namespace} because it is being terminated", rdef.plural, name, rdef.group)
+            err.details["causes"] = [
                 {"reason": "NamespaceTerminating", "message": f"namespace {namespace} is being terminated",
-                 "field": "metadata.namespace"}]}
+                 "field": "metadata.namespace"}]
             raise err
 
     for reg in server.registries.values():

@@ -2,8 +2,8 @@
 
 Each allocated address is claimed by creating the key
 /registry/ipaddresses/<ip> (like upstream's networking.k8s.io IPAddress
-objects). The store's create is atomic, so one address can never be handed
-out twice, even by several kplane replicas sharing one etcd.
+objects; claims.py), so one address can never be handed out twice, even by
+several kplane replicas sharing one etcd.
 """
 
 from __future__ import annotations
@@ -11,35 +11,24 @@ from __future__ import annotations
 import ipaddress
 import random
 
-import orjson
-
 from kplane.apimachinery import errors
 from kplane.apiserver.registry import Registry, WriteOptions
-from kplane.storage.interface import KeyExistsError, KeyNotFoundError, Store
-
-_KEY_PREFIX = "/registry/ipaddresses/"
+from kplane.controlplane.claims import Claims
+from kplane.storage.interface import Store
 
 
 class ClusterIPAllocator:
     def __init__(self, store: Store, cidr: str = "10.96.0.0/12"):
-        self.store = store
+        self.claims = Claims(store, "/registry/ipaddresses/", {"apiVersion": "networking.k8s.io/v1",
+                                                               "kind": "IPAddress"})
         self.network = ipaddress.ip_network(cidr)
         # Upstream reserves the network address, the broadcast address, and
         # gives the first usable address to the `kubernetes` service.
         self.first = int(self.network.network_address) + 1
         self.last = int(self.network.broadcast_address) - 1
 
-    def _key(self, ip: str) -> str:
-        return _KEY_PREFIX + ip
-
     async def claim(self, ip: str, owner: dict) -> bool:
-        value = orjson.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "IPAddress",
-                              "metadata": {"name": ip}, "spec": {"parentRef": owner}})
-        try:
-            await self.store.create(self._key(ip), value)
-            return True
-        except KeyExistsError:
-            return False
+        return await self.claims.claim(ip, owner)
 
     async def allocate(self, owner: dict) -> str:
         for _ in range(256):
@@ -49,10 +38,7 @@ class ClusterIPAllocator:
         raise errors.internal("failed to allocate a serviceIP: range is full")
 
     async def release(self, ip: str) -> None:
-        try:
-            await self.store.delete(self._key(ip))
-        except KeyNotFoundError:
-            pass
+        await self.claims.release(ip)
 
     def install(self, services: Registry) -> None:
         async def before_create(obj: dict, opts: WriteOptions) -> None:

@@ -230,7 +230,10 @@ class EtcdStore:
         except EtcdError as e:
             raise await self._revision_error(e, revision) from None
         items = [self._kv(d) for d in resp.get("kvs", ())]
-        return ListResult(items, revision or int(resp["header"]["revision"]), bool(resp.get("more")))
+        more = bool(resp.get("more"))
+        # etcd counts every key in the range, whatever the limit.
+        remaining = int(resp.get("count") or 0) - len(items) if more else 0
+        return ListResult(items, revision or int(resp["header"]["revision"]), more, remaining)
 
     async def _revision_error(self, e: EtcdError, revision: int) -> StorageError:
         if "compacted" in e.message:

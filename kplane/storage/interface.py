@@ -121,6 +121,7 @@ class ListResult:
     items: list[KV]  # sorted by key
     revision: int  # the revision the list was taken at
     more: bool  # True when `limit` cut the list short
+    remaining: int = 0  # when `more`: how many keys the range holds after the returned ones
 
 
 class Store(Protocol):

@@ -333,21 +333,23 @@ class SQLiteStore:
             args.append(start_after.encode())
         cond = " AND ".join(where)
         if revision == 0 or revision == current:
-            sql = f"SELECT key, value, create_revision, mod_revision FROM current WHERE {cond}"
+            rows_sql = f"FROM current WHERE {cond}"
+            sql = f"SELECT key, value, create_revision, mod_revision {rows_sql}"
         else:
             # State as of `revision`: each key's newest row at or before it, unless a delete.
-            sql = ("SELECT key, value, create_revision, revision FROM log WHERE deleted = 0 AND revision IN "
-                   f"(SELECT MAX(revision) FROM log WHERE {cond} AND revision <= ? GROUP BY key)")
+            rows_sql = ("FROM log WHERE deleted = 0 AND revision IN "
+                        f"(SELECT MAX(revision) FROM log WHERE {cond} AND revision <= ? GROUP BY key)")
+            sql = f"SELECT key, value, create_revision, revision {rows_sql}"
             args.append(revision)
         # One extra row tells whether the limit cut the list short.
-        sql += " ORDER BY key LIMIT ?"
-        args.append(limit + 1 if limit > 0 else -1)
-        rows = conn.execute(sql, args).fetchall()
+        rows = conn.execute(sql + " ORDER BY key LIMIT ?", [*args, limit + 1 if limit > 0 else -1]).fetchall()
         more = limit > 0 and len(rows) > limit
+        remaining = 0
         if more:
             rows = rows[:limit]
+            remaining = conn.execute(f"SELECT COUNT(*) {rows_sql}", args).fetchone()[0] - limit
         items = [KV(k.decode(), v, c, m) for k, v, c, m in rows]
-        return ListResult(items, revision or current, more)
+        return ListResult(items, revision or current, more, remaining)
 
     def _read_log(self, prefix: str, after: int) -> tuple[list[Event], int]:
         """Up to _REPLAY_BATCH events under prefix with revision > after, and the current revision."""

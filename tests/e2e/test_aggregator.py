@@ -19,6 +19,14 @@ def test_validation_is_422(kubectl: Kubectl) -> None:
     assert r.returncode != 0
     assert 'The APIService "v1.wrong.io" is invalid' in r.stderr
     assert "spec.groupPriorityMinimum: Invalid value: 0: must be positive and less than 20000" in r.stderr
+    # Values of the wrong JSON type are a decoding error, as for upstream's Go struct.
+    for field, value, go_type in (("insecureSkipTLSVerify", "false", "bool"), ("caBundle", 12345, "[]uint8"),
+                                  ("groupPriorityMinimum", "100", "int32")):
+        typed = {**bad, "metadata": {"name": "v1.other.io"}, "spec": {**bad["spec"], "groupPriorityMinimum": 100,
+                                                                      field: value}}
+        r = kubectl.run("create", "--validate=false", "-f", "-", input=json.dumps(typed), check=False)
+        assert "BadRequest" in r.stderr and f"into Go struct field APIService.spec.{field} of type {go_type}" \
+            in r.stderr, r.stderr
 
 
 def test_builtin_apiservices_are_local_and_available(kubectl: Kubectl) -> None:
@@ -90,7 +98,11 @@ def test_hanging_backend_discovery_returns_in_about_5s_stale(kp: KplaneProcess, 
         kubectl.run("delete", "apiservice", "v1beta1.wardle.example.com", check=False)
 
 
-def aggregated(kp: KplaneProcess) -> dict:
+def aggregated(kp: KplaneProcess, version: str = "v2") -> dict:
+    return aggregated_response(kp, version)[1]
+
+
+def aggregated_response(kp: KplaneProcess, version: str = "v2") -> tuple[str, dict]:
     import ssl
     import urllib.request
 
@@ -101,6 +113,14 @@ def aggregated(kp: KplaneProcess) -> dict:
     ctx = ssl.create_default_context(cafile=str(d / "pki" / "ca.crt"))
     ctx.load_cert_chain(str(d / "pki" / "admin.crt"), str(d / "pki" / "admin.key"))
     req = urllib.request.Request(cfg["clusters"][0]["cluster"]["server"] + "/apis", headers={
-        "Accept": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"})
+        "Accept": f"application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"})
     with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
-        return json.loads(resp.read())
+        return resp.headers["Content-Type"], json.loads(resp.read())
+
+
+def test_aggregated_discovery_v2beta1_is_still_served(kp: KplaneProcess) -> None:
+    # kubectl before 1.30 asks for v2beta1 first; kube-apiserver 1.32 still answers it.
+    content_type, doc = aggregated_response(kp, "v2beta1")
+    assert content_type == "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+    assert doc["apiVersion"] == "apidiscovery.k8s.io/v2beta1" and doc["kind"] == "APIGroupDiscoveryList"
+    assert doc["items"] == aggregated(kp)["items"]

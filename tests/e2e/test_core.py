@@ -133,6 +133,44 @@ def test_cluster_ips_are_unique(api):
     assert e.value.status == 422 and "already allocated" in e.value.body
 
 
+def test_node_ports_are_allocated_once_and_given_back(kubectl, api):
+    core = k8s.CoreV1Api(api)
+    kubectl("create", "service", "nodeport", "np1", "--tcp=80:8080")
+    first = core.read_namespaced_service("np1", "default").spec.ports[0].node_port
+    assert 30000 <= first <= 32767
+    assert f"80:{first}/TCP" in kubectl("get", "svc", "np1")
+    r = kubectl.run("create", "service", "nodeport", "np2", "--tcp=80:8080", f"--node-port={first}", check=False)
+    assert r.returncode != 0
+    assert f'"np2" is invalid: spec.ports[0].nodePort: Invalid value: {first}: provided port is already ' \
+           "allocated" in r.stderr
+    r = kubectl.run("create", "service", "nodeport", "np3", "--tcp=80:8080", "--node-port=20000", check=False)
+    assert "provided port is not in the valid range. The range of valid ports is 30000-32767" in r.stderr
+    # A LoadBalancer gets node ports too; one kept across an update keeps its number.
+    kubectl("create", "service", "loadbalancer", "lb1", "--tcp=443:8443")
+    lb_port = core.read_namespaced_service("lb1", "default").spec.ports[0].node_port
+    assert 30000 <= lb_port <= 32767 and lb_port != first
+    kubectl("patch", "svc", "lb1", "-p", '{"metadata":{"labels":{"x":"y"}}}')
+    assert core.read_namespaced_service("lb1", "default").spec.ports[0].node_port == lb_port
+    # Back to ClusterIP: the node port goes, and is free again; deletion frees the rest.
+    kubectl("patch", "svc", "np1", "-p", '{"spec":{"type":"ClusterIP"}}')
+    assert core.read_namespaced_service("np1", "default").spec.ports[0].node_port is None
+    kubectl("create", "service", "nodeport", "np4", "--tcp=80:8080", f"--node-port={first}")
+    kubectl("delete", "svc", "lb1")
+    kubectl("create", "service", "nodeport", "np5", "--tcp=80:8080", f"--node-port={lb_port}")
+    kubectl("delete", "svc", "np1", "np4", "np5")
+
+
+def test_load_balancer_status_goes_with_the_type(kubectl):
+    kubectl("create", "service", "loadbalancer", "lb-status", "--tcp=80:8080")
+    kubectl("patch", "svc", "lb-status", "--subresource=status", "--type=merge",
+            "-p", '{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.7"}]}}}')
+    assert "192.0.2.7" in kubectl("get", "svc", "lb-status")
+    kubectl("patch", "svc", "lb-status", "--type=merge", "-p", '{"spec":{"type":"ClusterIP"}}')
+    svc = kubectl.json("get", "svc", "lb-status")
+    assert svc["status"] == {"loadBalancer": {}} and svc["spec"]["type"] == "ClusterIP"
+    kubectl("delete", "svc", "lb-status")
+
+
 def test_replace_with_stale_resource_version_conflicts(kubectl, api):
     core = k8s.CoreV1Api(api)
     cm = core.create_namespaced_config_map("default", {"metadata": {"name": "stale"}, "data": {"v": "1"}})
@@ -179,6 +217,11 @@ def test_chunked_list(kubectl, api):
     third = core.list_namespaced_config_map("chunks", limit=10, _continue=second.metadata._continue)
     names = [o.metadata.name for o in first.items + second.items + third.items]
     assert names == [f"c{i:02d}" for i in range(25)] and not third.metadata._continue
+    # remainingItemCount without a selector (a count of keys: none with one), none on the last chunk.
+    assert (first.metadata.remaining_item_count, second.metadata.remaining_item_count) == (15, 5)
+    assert third.metadata.remaining_item_count is None
+    selected = core.list_namespaced_config_map("chunks", limit=10, field_selector="metadata.name!=c00")
+    assert selected.metadata._continue and selected.metadata.remaining_item_count is None
     out = kubectl("-n", "chunks", "get", "cm", "--chunk-size=7", "-o", "name", "-v=6", check=False)
     assert out.count("configmap/") == 25
 
@@ -244,6 +287,9 @@ def test_unknown_fields_strict_and_warn(kubectl):
            "data": {"a": "1"}, "bogus": True}
     proc = kubectl.run("apply", "-f", "-", "--validate=strict", input=json.dumps(bad), check=False)
     assert proc.returncode != 0 and 'unknown field "bogus"' in proc.stderr
+    proc = kubectl.run("create", "-f", "-", "--validate=strict", input=json.dumps(bad), check=False)
+    assert 'ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field ' \
+           '"bogus"' in proc.stderr, proc.stderr
     proc = kubectl.run("apply", "-f", "-", "--validate=warn", input=json.dumps(bad), check=False)
     assert proc.returncode == 0 and 'unknown field "bogus"' in proc.stderr
 
@@ -389,6 +435,22 @@ def test_namespace_deletion_removes_content(kubectl, api):
         core.read_namespace("doomed")
     assert e.value.status == 404
     assert core.list_namespaced_config_map("doomed").items == []
+
+
+def test_create_in_a_terminating_namespace_is_forbidden(kubectl, api):
+    core = k8s.CoreV1Api(api)
+    kubectl("create", "namespace", "closing")
+    core.create_namespaced_config_map("closing", {"metadata": {"name": "held", "finalizers": ["example.com/x"]}})
+    kubectl("delete", "namespace", "closing", "--wait=false")
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map("closing", {"metadata": {"name": "late"}})
+    status = json.loads(e.value.body)
+    assert e.value.status == 403 and status["reason"] == "Forbidden"
+    assert status["message"] == ('configmaps "late" is forbidden: unable to create new content in namespace '
+                                 "closing because it is being terminated")
+    assert status["details"]["name"] == "late" and status["details"]["kind"] == "configmaps"
+    assert status["details"]["causes"][0]["reason"] == "NamespaceTerminating"
+    kubectl("-n", "closing", "patch", "cm", "held", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
 
 
 def test_create_in_missing_namespace_is_not_found(api):

@@ -159,6 +159,12 @@ def test_kubectl_crud_columns_and_validation(kubectl: Kubectl, crd: str) -> None
     assert "spec.cronSpec: Invalid value: \"* * * *\": spec.cronSpec in body should match" in proc.stderr
     assert "spec.replicas: Invalid value: 15: spec.replicas in body should be less than or equal to 10" \
         in proc.stderr
+    # Those failures leave the CEL rules to run (hasBlockingErr); a wrong type stops them.
+    assert "replicas must not exceed maxReplicas" in proc.stderr
+    proc = kubectl.run("apply", "-f", "-", input=json.dumps(crontab("kc4", replicas="many")), check=False)
+    assert 'spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer' in proc.stderr
+    assert '<nil>: Invalid value: "null": some validation rules were not checked because the object was ' \
+           "invalid; correct the existing errors to complete validation" in proc.stderr
     proc = kubectl.run("patch", "ct", "kc1", "--type=merge", "-p", '{"spec":{"replicas":7,"maxReplicas":6}}',
                        check=False)
     assert 'spec: Invalid value: "object": replicas must not exceed maxReplicas' in proc.stderr

@@ -157,6 +157,7 @@ class StoreConformance:
             await store.create(k, b"v0")
         first = await store.list("/p/", limit=3)
         assert [kv.key for kv in first.items] == keys[:3] and first.more
+        assert first.remaining == 7  # remainingItemCount: the keys after this chunk
         # Writes between chunks must not show up in the later chunks.
         await store.delete(keys[5])
         await store.update(keys[7], b"v1", expected_revision=0)
@@ -165,6 +166,8 @@ class StoreConformance:
         while True:
             page = await store.list("/p/", revision=rev, start_after=last, limit=3)
             assert page.revision == rev
+            # Counted at the chunk's revision: the later writes change nothing.
+            assert page.remaining == (10 - len(got) - len(page.items) if page.more else 0)
             got.extend(page.items)
             if not page.more:
                 break

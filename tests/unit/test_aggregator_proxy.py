@@ -45,7 +45,7 @@ class Backend:
         self.watch_gate = asyncio.Event()
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
@@ -199,3 +199,16 @@ async def test_dial_error_is_503_with_go_message(setup):
         r = await s.get(url + "/apis/wardle.example.com/v1alpha1/flunders")
         assert r.status == 503
         assert await r.text() == "dial tcp 127.0.0.1:1: connect: connection refused\n"
+
+
+async def test_large_bodies_are_streamed_and_forwarded_for_is_appended(setup):
+    pki, backend, proxy, url = setup
+    install(proxy, pki, caBundle=pki.ca_bundle())
+    body = b"x" * (3 * 1024 * 1024 + 512 * 1024)  # above the 3 MiB kplane takes for its own resources
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(url + "/apis/wardle.example.com/v1alpha1/namespaces/default/flunders", data=body,
+                         headers={"Content-Type": "application/json", "X-Forwarded-For": "192.0.2.1"})
+        assert r.status == 200
+    seen = backend.seen[-1]
+    assert seen["body"] == body
+    assert [v for k, v in seen["headers"] if k.lower() == "x-forwarded-for"] == ["192.0.2.1, 127.0.0.1"]

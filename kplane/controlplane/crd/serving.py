@@ -204,17 +204,31 @@ def build_defs(crd: Obj, converter: Any) -> list[tuple[ResourceDef, Obj | None, 
     return out
 
 
+# Schema failures after which CEL rules are not evaluated (hasBlockingErr): the object may not
+# have the shape the rules assume. Other failures (a pattern, a minimum) leave the rules to run.
+_BLOCKING = frozenset(("FieldValueNotSupported", "FieldValueRequired", "FieldValueTooLong", "FieldValueTooMany",
+                       "FieldValueTypeInvalid"))
+_NOT_CHECKED = errors.field_invalid("<nil>", "null", "some validation rules were not checked because the object "
+                                    "was invalid; correct the existing errors to complete validation")
+
+
 def _validators(schema: Obj, cel_validator: Validator | None) -> tuple[Any, Any]:
     def validate_create(obj: Obj) -> list[errors.Cause]:
         causes = structural.validate(obj, schema)
-        if cel_validator is not None and not causes:
-            causes += cel_validator.validate(obj)
+        if cel_validator is not None:
+            if any(c.type in _BLOCKING for c in causes):
+                causes.append(_NOT_CHECKED)
+            else:
+                causes += cel_validator.validate(obj)
         return causes
 
     def validate_update(new: Obj, old: Obj) -> list[errors.Cause]:
         causes = structural.validate(new, schema)
-        if cel_validator is not None and not causes:
-            causes += cel_validator.validate(new, old)
+        if cel_validator is not None:
+            if any(c.type in _BLOCKING for c in causes):
+                causes.append(_NOT_CHECKED)
+            else:
+                causes += cel_validator.validate(new, old)
         return causes
 
     return validate_create, validate_update

@@ -306,6 +306,8 @@ def prepare_update(new: Obj, old: Obj) -> None:
     _normalize_cluster_ips_on_update(spec, old_spec)
     _drop_type_dependent_fields(spec, old_spec)
     _default_ip_families(spec)
+    if spec.get("type") != "LoadBalancer" and (new.get("status") or {}).get("loadBalancer"):
+        new["status"]["loadBalancer"] = {}  # a load balancer's status no longer applies (dropTypeDependentFields)
 
 
 def _normalize_cluster_ips_on_update(spec: dict[str, Any], old_spec: dict[str, Any]) -> None:
