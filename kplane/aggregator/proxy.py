@@ -83,14 +83,37 @@ def request_head(method: str, raw_path: str, headers: Any, host: str, port: int,
                  upgrade: bool = False) -> list[str]:
     """The request line and headers sent to the backend (no framing headers: the caller adds them)."""
     lines = [f"{method} {raw_path} HTTP/1.1", f"Host: {_host(host, port)}"]
-    for name, value in forward_headers(headers, upgrade):
+    forwarded_for = []
+    for name, value in headers.items():  # forward_headers, in the same pass as X-Forwarded-For
+        lname = name.lower()
+        if lname in _DROP_REQUEST or lname.startswith(_DROP_PREFIXES):
+            if lname == "x-forwarded-for":
+                forwarded_for.append(value)
+            elif upgrade and lname in ("connection", "upgrade"):
+                lines.append(f"{name}: {value}")
+            continue
         lines.append(f"{name}: {value}")
-    for name, value in identity_headers(user):
-        lines.append(f"{name}: {value}")
+    lines += _identity_lines(user)
     if remote:
         # As Go's ReverseProxy: the caller's address appended to what earlier proxies said.
-        prior = [value for name, value in headers.items() if name.lower() == "x-forwarded-for"]
-        lines.append(f"X-Forwarded-For: {', '.join([*prior, remote])}")
+        forwarded_for.append(remote)
+        lines.append(f"X-Forwarded-For: {', '.join(forwarded_for)}")
+    return lines
+
+
+_identity_cache: dict[int, tuple[Any, list[str]]] = {}
+
+
+def _identity_lines(user: Any) -> list[str]:
+    """identity_headers as header lines, remembered per user object: an authenticator hands out
+    the same one for every request with the same credential."""
+    hit = _identity_cache.get(id(user))
+    if hit is not None and hit[0] is user:
+        return hit[1]
+    lines = [f"{name}: {value}" for name, value in identity_headers(user)]
+    if len(_identity_cache) >= 1024:
+        _identity_cache.clear()
+    _identity_cache[id(user)] = (user, lines)
     return lines
 
 

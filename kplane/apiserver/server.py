@@ -26,7 +26,7 @@ from kplane.apiserver.handlers import ResourceHandler, json_response, status_res
 from kplane.apiserver.health import HealthChecks
 from kplane.apiserver.metrics import RequestMetrics, request_key, storage_objects_text
 from kplane.apiserver.registry import Registry, decode_stored
-from kplane.apiserver.requestinfo import RequestInfo, resolve
+from kplane.apiserver.requestinfo import RequestInfo, resolve, resolve_unwatched
 from kplane.apiserver.resource import ResourceDef
 from kplane.storage.cacher import Cacher, TooLargeResourceVersionError
 from kplane.storage.interface import CompactedError, StorageError, Store, UnavailableError
@@ -178,7 +178,9 @@ class GenericAPIServer:
         authorize_now = getattr(self.authorizer, "authorize_sync", None)
         if delegate is None or authenticate_now is None or authorize_now is None:
             return None
-        info = resolve(request.method, request.path, request.query)
+        path = request.raw_path.partition("?")[0]
+        # The lane takes no watch; a path without escapes is its own decoded form (yarl's, otherwise).
+        info = resolve_unwatched(request.method, path if "%" not in path else request.path)
         if not delegate.claims(info):
             return None
         try:
