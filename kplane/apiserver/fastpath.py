@@ -430,18 +430,19 @@ class FastRequestHandler(RequestHandler):
 # gets aiohttp's 400 in either lane: control characters other than tab anywhere in the head,
 # header names that are not HTTP tokens, a request target with anything but visible ASCII or with
 # a fragment ("#": aiohttp's parser splits it off).
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(r"/[\x21\x22\x24-\x7e]*")
+# Header lines "token:value" (no control character in the value but tab), the whole head in one match.
+_HEAD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*"
+                   r"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)*")
 
 
 def _parse_headers(head: bytes) -> CIMultiDict[str] | None:
-    headers: CIMultiDict[str] = CIMultiDict()
     text = head.decode("latin-1")
+    if not _HEAD.fullmatch(text):
+        return None  # obsolete line folding, whitespace before the colon, odd bytes: aiohttp decides
+    headers: CIMultiDict[str] = CIMultiDict()
     for line in text.split("\r\n"):
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
-            return None  # obsolete line folding, whitespace before the colon, odd bytes: aiohttp decides
+        name, _, value = line.partition(":")
         headers.add(name, value.strip(" \t"))
     return headers
 
