@@ -119,6 +119,18 @@ async def exchange(conn, request: bytes = b"GET /apis/x/v1/things HTTP/1.1\r\nHo
     return client, ends
 
 
+async def broken_exchange(conn):
+    """An exchange whose backend breaks it: returns once the caller's connection is closed."""
+    client, ends = FakeClient(), []
+    Exchange(client, conn, keep_alive=True, audit_id="a", on_end=ends.append).start(
+        b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+    for _ in range(200):
+        if client.transport.closed:
+            return client, ends
+        await asyncio.sleep(0.01)
+    raise AssertionError("the caller's connection was not closed")
+
+
 def head_and_body(data: bytes) -> tuple[list[bytes], bytes]:
     head, _, body = bytes(data).partition(b"\r\n\r\n")
     return head.split(b"\r\n"), body
@@ -179,15 +191,8 @@ async def test_a_connection_closed_without_an_answer_is_handed_back(backend):
 async def test_a_backend_breaking_off_mid_body_breaks_the_caller(backend):
     state, requests, pool, key, connection = backend
     state["script"] = lambda r: ([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", b"only part"], True)
-    conn = await connection()
-    client, ends = FakeClient(), []
-    Exchange(client, conn, keep_alive=True, audit_id="a", on_end=ends.append).start(
-        b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
-    for _ in range(200):
-        if client.transport.closed:
-            break
-        await asyncio.sleep(0.01)
-    assert client.transport.closed and client.finished == [] and ends == [0]
+    client, ends = await broken_exchange(await connection())
+    assert client.finished == [] and ends == [0]
     assert head_and_body(client.transport.data)[1] == b"only part"
 
 
@@ -229,15 +234,8 @@ async def test_unusual_answer_heads_break_the_exchange(backend):
     for head in (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                  b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", b"garbage\r\n\r\n"):
         state["script"] = lambda r, head=head: ([head], False)
-        conn = await connection()
-        client, ends = FakeClient(), []
-        Exchange(client, conn, keep_alive=True, audit_id="a", on_end=ends.append).start(
-            b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
-        for _ in range(200):
-            if client.transport.closed:
-                break
-            await asyncio.sleep(0.01)
-        assert client.transport.closed and ends == [0] and bytes(client.transport.data) == b"", head
+        client, ends = await broken_exchange(await connection())
+        assert ends == [0] and bytes(client.transport.data) == b"", head
 
 
 @pytest.mark.parametrize("step", [1, 3, 1000])
