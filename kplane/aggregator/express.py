@@ -197,8 +197,9 @@ class Exchange:
         if not version.startswith(b"HTTP/1.") or not rest[:3].isdigit():
             raise _Broken
         code = int(rest[:3])
-        if code < 200 or code in (204, 304):  # answers without a body of their own: never seen here
+        if code < 200:  # interim answers: kplane sends no Expect, upgrades are not in the lane
             raise _Broken
+        bodiless = code in (204, 304)  # no body, whatever the headers say (RFC 9110 6.4.1)
         out = [b"HTTP/1.1 " + rest]
         length, chunked, has_date, has_server = -1, False, False, False
         for line in lines[1:]:
@@ -224,7 +225,9 @@ class Exchange:
             out.append(line)
         if version == b"HTTP/1.0":
             self.backend_keep_alive = False
-        if chunked:
+        if bodiless:
+            self.remaining, self.complete = 0, True
+        elif chunked:
             self.chunks = _ChunkScanner()
             out.append(b"Transfer-Encoding: chunked")
         elif length >= 0:

@@ -169,6 +169,21 @@ async def test_chunked_answer_is_passed_through_to_its_end(backend):
     assert client.finished == [True] and ends == [200] and pool.take(key) is conn
 
 
+async def test_answers_without_a_body_end_at_their_head(backend):
+    state, requests, pool, key, connection = backend
+    conn = await connection()
+    for head in (b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 42\r\n\r\n",
+                 b"HTTP/1.1 204 No Content\r\n\r\n"):
+        state["script"] = lambda r, head=head: ([head], False)
+        client, ends = await exchange(conn)
+        lines, body = head_and_body(client.transport.data)
+        assert lines[0] == head.split(b"\r\n")[0] and body == b""
+        assert not any(line.lower().startswith((b"content-length", b"transfer-encoding")) for line in lines)
+        assert client.finished == [True] and ends == [int(head[9:12])]
+        conn = pool.take(key)  # reused: the next answer on it is read correctly
+        assert conn is not None
+
+
 async def test_answer_delimited_by_close_closes_the_caller_too(backend):
     state, requests, pool, key, connection = backend
     state["script"] = lambda r: ([b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", b"all of ", b"it"], True)
