@@ -28,6 +28,8 @@ from typing import Any
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
+from kplane.aio import wait_for
+
 log = logging.getLogger("kplane.aggregator.express")
 
 _MAX_HEAD = 64 * 1024
@@ -85,6 +87,7 @@ class ExpressPool:
     def __init__(self) -> None:
         self.idle: dict[tuple, list[BackendConnection]] = {}
         self.dialing: dict[tuple, int] = {}
+        self._dials: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
         self.closed = False
 
     def take(self, key: tuple) -> BackendConnection | None:
@@ -108,12 +111,14 @@ class ExpressPool:
         if self.closed or self.dialing.get(key, 0) >= _MAX_DIALS_PER_KEY:
             return
         self.dialing[key] = self.dialing.get(key, 0) + 1
-        asyncio.ensure_future(self._dial(key, host, port, ctx, server_hostname))
+        task = asyncio.ensure_future(self._dial(key, host, port, ctx, server_hostname))
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
 
     async def _dial(self, key: tuple, host: str, port: int, ctx: ssl.SSLContext, server_hostname: str) -> None:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(
+            _, conn = await wait_for(
                 loop.create_connection(lambda: BackendConnection(self, key), host, port, ssl=ctx,
                                        server_hostname=server_hostname), _CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ssl.SSLError) as e:
@@ -125,6 +130,8 @@ class ExpressPool:
 
     def close(self) -> None:
         self.closed = True
+        for task in self._dials:
+            task.cancel()
         for idle in self.idle.values():
             for conn in idle:
                 conn.close()
