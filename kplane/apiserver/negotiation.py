@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,24 @@ def decode_body(body: bytes, content_type: str) -> Any:
         except yaml.YAMLError as e:
             raise errors.bad_request(f"error decoding YAML: {e}") from None
     raise errors.unsupported_media_type(content_type)
+
+
+# kube-apiserver's APIResponseCompression (on by default): answers above 128 KiB are gzipped, at
+# level 1, for a client that accepts gzip (client-go does, through Go's transport).
+GZIP_THRESHOLD = 128 * 1024
+GZIP_LEVEL = 1
+
+
+def compress_if_large(request_headers: Any, resp: Any) -> None:
+    """Gzip a fixed-body web.Response in place when it is large and the client takes gzip."""
+    body = getattr(resp, "body", None)
+    if (not isinstance(body, bytes) or len(body) < GZIP_THRESHOLD or "Content-Encoding" in resp.headers
+            or "gzip" not in request_headers.get("Accept-Encoding", "").lower()):
+        return
+    resp.body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+    resp.headers["Content-Encoding"] = "gzip"
+    vary = resp.headers.get("Vary")
+    resp.headers["Vary"] = f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"
 
 
 def encode(obj: Any, choice: MediaChoice | None = None) -> tuple[bytes, str]:

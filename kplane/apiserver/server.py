@@ -294,6 +294,8 @@ class GenericAPIServer:
                 raise
             except Exception as e:  # noqa: BLE001 - answered here, as the recover filter would, to count it
                 resp = self._error_response(request, e)
+            if not watch and not request.get("proxied"):
+                negotiation.compress_if_large(request.headers, resp)
             return resp
         except web.HTTPException as e:
             code = e.status

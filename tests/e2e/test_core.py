@@ -324,6 +324,28 @@ def test_malformed_json_and_oversized_bodies(kp, api):
         core.read_namespaced_config_map("big", "default")
 
 
+def test_large_answers_are_gzipped_for_clients_that_accept_it(kp, kubectl, api):
+    import gzip
+    import urllib.request
+
+    core = k8s.CoreV1Api(api)
+    kubectl("create", "namespace", "bulky")
+    for i in range(40):
+        core.create_namespaced_config_map("bulky", {"metadata": {"name": f"b{i:02d}"}, "data": {"x": f"{i}" * 4000}})
+    url = f"{kp.url}/api/v1/namespaces/bulky/configmaps"
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept-Encoding": "gzip"}),
+                                context=admin_ssl(kp)) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in resp.headers["Vary"]
+        listed = json.loads(gzip.decompress(resp.read()))
+    assert len(listed["items"]) == 40
+    with urllib.request.urlopen(urllib.request.Request(url), context=admin_ssl(kp)) as resp:
+        assert resp.headers.get("Content-Encoding") is None and len(json.loads(resp.read())["items"]) == 40
+    small = urllib.request.Request(f"{url}/b00", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(small, context=admin_ssl(kp)) as resp:  # under 128 KiB: as it is
+        assert resp.headers.get("Content-Encoding") is None
+    assert kubectl("-n", "bulky", "get", "cm", "-o", "name").count("configmap/") == 40
+
+
 def test_dry_run_writes_nothing(kubectl):
     kubectl("create", "configmap", "dry", "--from-literal=a=1", "--dry-run=server")
     proc = kubectl.run("get", "cm", "dry", check=False)
