@@ -8,6 +8,7 @@ import asyncio
 import logging
 
 from kplane.apimachinery import errors
+from kplane.apimachinery.meta import now_rfc3339
 from kplane.apiserver.registry import ListOptions, Registry, WriteOptions
 from kplane.apiserver.resource import ResourceDef
 from kplane.apiserver.server import GenericAPIServer
@@ -132,6 +133,8 @@ class NamespaceController(Controller):
             return True
         opts = WriteOptions(field_manager="kplane-namespace-controller")
         remaining = 0
+        held: dict[str, int] = {}  # "<resource>.<group>" -> objects that finalizers keep
+        by_finalizer: dict[str, int] = {}
         seen_prefixes: set[str] = set()
         for reg in list(self.server.registries.values()):
             if not isinstance(reg, Registry):
@@ -143,6 +146,12 @@ class NamespaceController(Controller):
             listed = await reg.list(name, ListOptions())
             for obj in listed.items:
                 remaining += 1
+                finalizers = obj["metadata"].get("finalizers") or []
+                if finalizers:
+                    resource = f"{reg.rdef.plural}.{reg.rdef.group}"
+                    held[resource] = held.get(resource, 0) + 1
+                    for f in finalizers:
+                        by_finalizer[f] = by_finalizer.get(f, 0) + 1
                 if obj["metadata"].get("deletionTimestamp"):
                     continue
                 try:
@@ -150,9 +159,60 @@ class NamespaceController(Controller):
                 except errors.StatusError as e:
                     if e.code != 404:
                         raise
+        await self._report(ns, held, by_finalizer)
         if remaining:
             return False
+        ns = await namespaces.get("", name)  # as _report left it
         ns["spec"]["finalizers"] = [f for f in ns["spec"]["finalizers"] if f != "kubernetes"]
         await namespaces.update("", name, ns, WriteOptions(field_manager="kplane-namespace-controller",
                                                            subresource="finalize"))
         return True
+
+    async def _report(self, ns: dict, held: dict[str, int], by_finalizer: dict[str, int]) -> None:
+        """The deletion's status conditions, as upstream's namespace controller writes them, so
+        that `kubectl get ns -o yaml` says what a terminating namespace waits for."""
+        now = now_rfc3339()
+        wanted = {t: {"type": t, "status": "False", "lastTransitionTime": now, "reason": reason, "message": msg}
+                  for t, (reason, msg) in _OK_CONDITIONS.items()}
+        if held:
+            listed = ", ".join(sorted(f"{r} has {n} resource instances" for r, n in held.items()))
+            wanted["NamespaceContentRemaining"].update(
+                status="True", reason="SomeResourcesRemain", message=f"Some resources are remaining: {listed}")
+        if by_finalizer:
+            listed = ", ".join(sorted(f"{f} in {n} resource instances" for f, n in by_finalizer.items()))
+            wanted["NamespaceFinalizersRemaining"].update(
+                status="True", reason="SomeFinalizersRemain",
+                message=f"Some content in the namespace has finalizers remaining: {listed}")
+        status = ns.setdefault("status", {})
+        old = {c.get("type"): c for c in status.get("conditions") or []}
+        changed = False
+        conditions = []
+        for ctype, cond in wanted.items():
+            prev = old.get(ctype)
+            if prev is not None and all(prev.get(k) == cond[k] for k in ("status", "reason", "message")):
+                conditions.append(prev)  # unchanged: its transition time stays
+            else:
+                conditions.append(cond)
+                changed = True
+        if not changed:
+            return
+        status["conditions"] = conditions
+        namespaces = self.server.registry("", "v1", "namespaces")
+        try:
+            await namespaces.update("", ns["metadata"]["name"], ns, WriteOptions(
+                field_manager="kplane-namespace-controller", subresource="status"))
+        except errors.StatusError as e:
+            if e.code not in (404, 409):
+                raise  # a conflict: the next pass reports again
+
+
+# The conditions of a namespace's deletion when nothing is wrong (deletion/status_condition_utils.go).
+_OK_CONDITIONS = {
+    "NamespaceDeletionDiscoveryFailure": ("ResourcesDiscovered", "All resources successfully discovered"),
+    "NamespaceDeletionGroupVersionParsingFailure": ("ParsedGroupVersions",
+                                                    "All legacy kube types successfully parsed"),
+    "NamespaceDeletionContentFailure": ("ContentDeleted",
+                                        "All content successfully deleted, may be waiting on finalization"),
+    "NamespaceContentRemaining": ("ContentRemoved", "All content successfully removed"),
+    "NamespaceFinalizersRemaining": ("ContentHasNoFinalizers", "All content-preserving finalizers finished"),
+}

@@ -472,7 +472,20 @@ def test_create_in_a_terminating_namespace_is_forbidden(kubectl, api):
                                  "closing because it is being terminated")
     assert status["details"]["name"] == "late" and status["details"]["kind"] == "configmaps"
     assert status["details"]["causes"][0]["reason"] == "NamespaceTerminating"
+    # The namespace says what it waits for, as upstream's namespace controller reports it.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        conditions = {c["type"]: c for c in kubectl.json("get", "ns", "closing")["status"].get("conditions") or []}
+        if conditions.get("NamespaceFinalizersRemaining", {}).get("status") == "True":
+            break
+        time.sleep(0.2)
+    assert conditions["NamespaceContentRemaining"]["message"] == \
+        "Some resources are remaining: configmaps. has 1 resource instances"
+    assert conditions["NamespaceFinalizersRemaining"]["message"] == \
+        "Some content in the namespace has finalizers remaining: example.com/x in 1 resource instances"
+    assert conditions["NamespaceDeletionDiscoveryFailure"]["status"] == "False"
     kubectl("-n", "closing", "patch", "cm", "held", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+    kubectl("wait", "--for=delete", "namespace/closing", "--timeout=30s")
 
 
 def test_create_in_missing_namespace_is_not_found(api):
