@@ -43,6 +43,7 @@ class AuthSetup:
         self.server = server
         self.authorizer = authorizer
         self.rbac_enabled = rbac_enabled
+        self.token_issuer: ServiceAccountTokenIssuer | None = None
         self.aggregation = AggregationController(server)
         self.bootstrapped = asyncio.Event()
         server.health.add("poststarthook/rbac/bootstrap-roles", self._bootstrap_check,
@@ -73,14 +74,19 @@ def install_auth(server: Any, options: Any, pki: Any) -> AuthSetup:
     issuer = ServiceAccountTokenIssuer.from_pem_file(signing_key, issuers[0])
     sa_registry = server.registry("", "v1", "serviceaccounts")
 
-    def get_sa(namespace: str, name: str) -> dict | None:
-        if not namespace or not name:
-            return None
-        hit = sa_registry.cacher.get(sa_registry.rdef.key(namespace, name))
-        return hit[1] if hit is not None else None
+    secret_registry = server.registry("", "v1", "secrets")
+
+    def cached(registry: Any) -> Any:
+        def get(namespace: str, name: str) -> dict | None:
+            if not namespace or not name:
+                return None
+            hit = registry.cacher.get(registry.rdef.key(namespace, name))
+            return hit[1] if hit is not None else None
+        return get
 
     token_file = TokenFileAuthenticator.from_file(options.token_auth_file) if options.token_auth_file else None
-    tokens = TokenAuthenticator(token_file, ServiceAccountTokenAuthenticator(verifier, get_sa))
+    tokens = TokenAuthenticator(token_file, ServiceAccountTokenAuthenticator(verifier, cached(sa_registry),
+                                                                             cached(secret_registry)))
     server.authenticator = ControlPlaneAuthenticator(
         client_ca=load_pem_certs(pki.ca_cert.read_bytes()),
         requestheader=RequestHeaderConfig.from_pem(pki.front_proxy_ca_cert.read_bytes(),
@@ -95,4 +101,6 @@ def install_auth(server: Any, options: Any, pki: Any) -> AuthSetup:
             server=server).install(server)
     log.info("msg=%r modes=%s token_file=%s", "authentication and authorization configured",
              ",".join(authorizer.modes), bool(token_file))
-    return AuthSetup(server, authorizer, "RBAC" in authorizer.modes)
+    setup = AuthSetup(server, authorizer, "RBAC" in authorizer.modes)
+    setup.token_issuer = issuer  # the token controller signs legacy Secret tokens with it
+    return setup

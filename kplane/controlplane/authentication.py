@@ -18,6 +18,7 @@ falls back to system:anonymous when --anonymous-auth is on.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Sequence
@@ -71,9 +72,10 @@ class ServiceAccountTokenAuthenticator:
     """JWT verification plus upstream's validator: the ServiceAccount must exist with the uid in
     the claims. `get_sa(namespace, name)` reads the ServiceAccount (watch cache) or returns None."""
 
-    def __init__(self, verifier: ServiceAccountTokenVerifier, get_sa: Any) -> None:
+    def __init__(self, verifier: ServiceAccountTokenVerifier, get_sa: Any, get_secret: Any = None) -> None:
         self.verifier = verifier
         self.get_sa = get_sa
+        self.get_secret = get_secret  # (namespace, name) -> Secret or None: legacy tokens' own copy
 
     def authenticate(self, token: str, audiences: Sequence[str] | None = None) -> UserInfo | None:
         try:
@@ -85,14 +87,31 @@ class ServiceAccountTokenAuthenticator:
         private = claims.get("kubernetes.io") or {}
         namespace = private.get("namespace", "")
         ref = private.get("serviceaccount") or {}
+        if claims.get("legacy"):
+            self._check_legacy_secret(token, namespace, (private.get("secret") or {}).get("name", ""))
         sa = self.get_sa(namespace, ref.get("name", ""))
         if sa is None:
             # The lister's NotFound names the singular resource.
             raise TokenError(f'serviceaccount "{ref.get("name", "")}" not found')
+        if claims.get("legacy") and (sa.get("metadata") or {}).get("deletionTimestamp"):
+            raise TokenError(f"ServiceAccount {namespace}/{ref.get('name', '')} has been deleted")
         uid = (sa.get("metadata") or {}).get("uid", "")
         if uid != ref.get("uid"):
             raise TokenError(f"service account UID ({uid}) does not match claim ({ref.get('uid')})")
         return userinfo_from_claims(claims)
+
+    def _check_legacy_secret(self, token: str, namespace: str, secret_name: str) -> None:
+        """The legacy validator: a token from a Secret is valid while that Secret holds it."""
+        secret = self.get_secret(namespace, secret_name) if self.get_secret is not None else None
+        if secret is None or (secret.get("metadata") or {}).get("deletionTimestamp"):
+            raise TokenError("token has been invalidated")
+        stored = (secret.get("data") or {}).get("token", "")
+        try:
+            matches = base64.b64decode(stored).decode() == token
+        except (ValueError, UnicodeDecodeError):
+            matches = False
+        if not matches:
+            raise TokenError("token does not match server's copy")
 
 
 class TokenAuthenticator:

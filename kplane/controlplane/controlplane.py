@@ -26,6 +26,7 @@ from kplane.controlplane.namespaces import NamespaceController, ensure_default_n
 from kplane.controlplane.nodeports import NodePortAllocator
 from kplane.controlplane.pki import PKI, ensure_pki, write_kubeconfig
 from kplane.controlplane.serviceip import ClusterIPAllocator
+from kplane.controlplane.tokens import TokensController
 from kplane.controlplane.types import builtin_resources
 from kplane.storage.interface import Store, StoreInUseError
 
@@ -108,6 +109,8 @@ class ControlPlane:
                                      feature_gates=options.feature_gates)
         self.namespace_controller = NamespaceController(self.server)
         self.serviceaccount_controller = ServiceAccountController(self.server)
+        assert self.auth.token_issuer is not None
+        self.tokens_controller = TokensController(self.server, self.auth.token_issuer, pki.ca_cert.read_bytes())
         self.garbage_collector = GarbageCollector(self.server)
         self.crds = install_crds(self)
         self.leader = self._gate_controllers()
@@ -143,6 +146,7 @@ class ControlPlane:
         leader.add("namespace-controller", self.namespace_controller.start, self.namespace_controller.stop)
         leader.add("serviceaccount-controller", self.serviceaccount_controller.start,
                    self.serviceaccount_controller.stop)
+        leader.add("token-controller", self.tokens_controller.start, self.tokens_controller.stop)
         leader.add("garbage-collector", self.garbage_collector.start, self.garbage_collector.stop)
         leader.add("clusterrole-aggregation-controller", self.auth.aggregation.start, self.auth.aggregation.stop)
         availability = self.aggregator.availability

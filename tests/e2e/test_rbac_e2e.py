@@ -161,6 +161,51 @@ def test_service_account_token_and_deletion(kp):
     assert "Unauthorized" in r.stderr
 
 
+def test_long_lived_token_secret_for_a_service_account(kp):
+    """Upstream's "manually create a long-lived API token for a ServiceAccount"."""
+    import base64
+
+    admin(kp, "create", "serviceaccount", "builder", "-n", NS)
+    admin(kp, "create", "rolebinding", "builder-view", "-n", NS, "--clusterrole=view",
+          f"--serviceaccount={NS}:builder")
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+              "metadata": {"name": "builder-token", "namespace": NS,
+                           "annotations": {"kubernetes.io/service-account.name": "builder"}}}
+    admin(kp, "apply", "-f", "-", input=json.dumps(secret))
+    deadline = time.monotonic() + 10
+    while True:
+        got = json.loads(admin(kp, "get", "secret", "builder-token", "-n", NS, "-o", "json").stdout)
+        if (got.get("data") or {}).get("token") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    data = got["data"]
+    assert base64.b64decode(data["namespace"]).decode() == NS
+    assert base64.b64decode(data["ca.crt"]) == (kp.data_dir / "pki" / "ca.crt").read_bytes()
+    sa_uid = json.loads(admin(kp, "get", "sa", "builder", "-n", NS, "-o", "json").stdout)["metadata"]["uid"]
+    assert got["metadata"]["annotations"]["kubernetes.io/service-account.uid"] == sa_uid
+    token = base64.b64decode(data["token"]).decode()
+    who = json.loads(kubectl(None, "auth", "whoami", "-o", "json", token=token, kp=kp).stdout)
+    assert who["status"]["userInfo"]["username"] == f"system:serviceaccount:{NS}:builder"
+    can_i(None, "list", "configmaps", "-n", NS, token=token, kp=kp, expect="yes")
+    # The token lives as long as its Secret: deleted, it no longer authenticates.
+    admin(kp, "delete", "secret", "builder-token", "-n", NS)
+    deadline = time.monotonic() + 3
+    while True:
+        r = kubectl(None, "get", "configmaps", "-n", NS, token=token, kp=kp, check=False)
+        if r.returncode != 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert "Unauthorized" in r.stderr
+    # A token Secret for a ServiceAccount that does not exist is removed, as upstream's controller does.
+    orphan = {**secret, "metadata": {**secret["metadata"], "name": "ghost-token",
+                                     "annotations": {"kubernetes.io/service-account.name": "ghost"}}}
+    admin(kp, "apply", "-f", "-", input=json.dumps(orphan))
+    deadline = time.monotonic() + 10
+    while admin(kp, "get", "secret", "ghost-token", "-n", NS, check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the orphan token Secret was not removed"
+        time.sleep(0.1)
+
+
 def test_bad_credentials_are_401_anonymous_is_403(kp):
     r = kubectl(None, "get", "configmaps", "-n", NS, token="no-such-token", kp=kp, check=False)
     assert "You must be logged in to the server (Unauthorized)" in r.stderr

@@ -6,7 +6,9 @@
 must still confirm that the ServiceAccount (and a bound Pod/Secret) exists with the UID in the
 claims, as upstream's validator does, before trusting `userinfo_from_claims`.
 
-Not implemented: legacy Secret-based tokens (issuer "kubernetes/serviceaccount") and `warnafter`.
+Legacy Secret-based tokens (issuer "kubernetes/serviceaccount", what the token controller puts in
+a Secret of type kubernetes.io/service-account-token) are issued and verified here too; the caller
+must also confirm that the Secret still holds the very token. Not implemented: `warnafter`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from kplane.apimachinery.validation import go_quote
 from kplane.apiserver.auth import UserInfo
 
 DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+LEGACY_ISSUER = "kubernetes/serviceaccount"
+_LEGACY_PREFIX = "kubernetes.io/serviceaccount/"
 # go-jose's jwt.DefaultLeeway, which upstream's claim validation uses for exp/nbf/iat.
 LEEWAY_SECONDS = 60
 
@@ -148,6 +152,19 @@ class ServiceAccountTokenIssuer:
         # Upstream's header carries alg and kid only (no "typ").
         return jwt.encode(claims, self._key, algorithm=self._alg, headers={"kid": self._kid, "typ": None})
 
+    def issue_legacy(self, sa_namespace: str, sa_name: str, sa_uid: str, secret_name: str) -> str:
+        """A token for a Secret of type kubernetes.io/service-account-token (LegacyClaims): no
+        expiry, no audience; valid while the Secret holds it and the ServiceAccount exists."""
+        claims = {
+            "iss": LEGACY_ISSUER,
+            _LEGACY_PREFIX + "namespace": sa_namespace,
+            _LEGACY_PREFIX + "secret.name": secret_name,
+            _LEGACY_PREFIX + "service-account.name": sa_name,
+            _LEGACY_PREFIX + "service-account.uid": sa_uid,
+            "sub": SA_PREFIX + f"{sa_namespace}:{sa_name}",
+        }
+        return jwt.encode(claims, self._key, algorithm=self._alg, headers={"kid": self._kid, "typ": None})
+
 
 # ---------------------------------------------------------------------------------------------
 # Verifying
@@ -181,9 +198,11 @@ class ServiceAccountTokenVerifier:
             unverified = json.loads(jwt.api_jws.PyJWS().decode(token, options={"verify_signature": False}))
         except (jwt.InvalidTokenError, ValueError):
             return None
-        if not isinstance(unverified, dict) or unverified.get("iss") not in self.issuers:
+        if not isinstance(unverified, dict) or unverified.get("iss") not in (*self.issuers, LEGACY_ISSUER):
             return None
         claims = self._verified_payload(token)
+        if claims.get("iss") == LEGACY_ISSUER:
+            claims = _legacy_as_bound(claims)
 
         token_auds = claims.get("aud") or []
         if isinstance(token_auds, str):
@@ -235,6 +254,20 @@ class ServiceAccountTokenVerifier:
 # ---------------------------------------------------------------------------------------------
 # Who the token says it is
 # ---------------------------------------------------------------------------------------------
+
+
+def _legacy_as_bound(claims: dict[str, Any]) -> dict[str, Any]:
+    """A legacy token's claims in the bound tokens' shape (its Secret as the bound object), so the
+    rest of the checks and userinfo_from_claims serve both; "legacy" marks where they came from."""
+    namespace = claims.get(_LEGACY_PREFIX + "namespace")
+    name = claims.get(_LEGACY_PREFIX + "service-account.name")
+    secret = claims.get(_LEGACY_PREFIX + "secret.name")
+    if not namespace or not name or not secret:
+        raise InvalidToken("service account token is missing its kubernetes.io claims")
+    return {"iss": LEGACY_ISSUER, "sub": claims.get("sub", ""), "legacy": True,
+            "kubernetes.io": {"namespace": namespace, "secret": {"name": secret},
+                              "serviceaccount": {"name": name,
+                                                 "uid": claims.get(_LEGACY_PREFIX + "service-account.uid", "")}}}
 
 
 def userinfo_from_claims(claims: dict[str, Any]) -> UserInfo:
