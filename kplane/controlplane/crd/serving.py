@@ -18,6 +18,7 @@ from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.crd.cel import Validator, has_rules
 from kplane.controlplane.crd.conversion import is_webhook
 from kplane.controlplane.types.printing import AGE_DOC, name_column
+from kplane.controlplane.types.schema import API_VERSION_DOC, KIND_DOC
 
 _META_SCHEMA = {"type": "object"}
 
@@ -77,8 +78,9 @@ def object_schema(open_api: Obj | None) -> Obj:
     props = schema.setdefault("properties", {}) if "properties" in schema or not schema.get(
         "x-kubernetes-preserve-unknown-fields") else None
     if props is not None:
-        props.setdefault("apiVersion", {"type": "string"})
-        props.setdefault("kind", {"type": "string"})
+        # Described as upstream's CRD OpenAPI builder does (kubectl explain shows it).
+        props.setdefault("apiVersion", {"type": "string", "description": API_VERSION_DOC})
+        props.setdefault("kind", {"type": "string", "description": KIND_DOC})
         meta = props.get("metadata")
         props["metadata"] = dict(meta) if isinstance(meta, dict) else dict(_META_SCHEMA)
         props["metadata"].setdefault("type", "object")
@@ -160,12 +162,37 @@ def _field_getter(path: str) -> Callable[[Obj], str]:
 # ---- ResourceDefs -------------------------------------------------------------------------------
 
 
+def _coerce(obj: Obj, schema: Obj | None, defaults: bool) -> Obj:
+    """After a conversion, as apiextensions' schemaCoercingConverter: the object pruned to the
+    target version's schema; on the way to storage, also defaulted with the storage version's
+    defaults (an object written through another version is stored as the storage version has it)."""
+    if schema is not None:
+        structural.prune(obj, schema)
+        if defaults and structural.has_defaults(schema):
+            structural.apply_defaults(obj, schema)
+    return obj
+
+
+def _coerced(convert: Callable[[Obj], Obj], schema: Obj | None, defaults: bool = False) -> Callable[[Obj], Obj]:
+    return lambda obj: _coerce(convert(obj), schema, defaults)
+
+
+def _coerced_batch(convert: Any, schema: Obj | None, defaults: bool = False) -> Any:
+    async def coerced(objs: list[Obj]) -> list[Obj]:
+        return [_coerce(o, schema, defaults) for o in await convert(objs)]
+    return coerced
+
+
 def build_defs(crd: Obj, converter: Any) -> list[tuple[ResourceDef, Obj | None, bool]]:
     """(ResourceDef, structural schema, preserve-unknown) per served version, named by acceptedNames."""
     spec = crd.get("spec") or {}
     names = (crd.get("status") or {}).get("acceptedNames") or spec.get("names") or {}
     group = spec.get("group", "")
     storage = storage_version(crd)
+    # Each version's structural schema, or None where unknown fields are kept (no schema to prune by).
+    coercion = {v["name"]: None if spec.get("preserveUnknownFields") or not (v.get("schema") or {}).get(
+                    "openAPIV3Schema") else object_schema(v["schema"]["openAPIV3Schema"])
+                for v in crd_versions(crd) if v.get("name")}
     out = []
     for v in crd_versions(crd):
         if not v.get("served"):
@@ -179,11 +206,14 @@ def build_defs(crd: Obj, converter: Any) -> list[tuple[ResourceDef, Obj | None, 
         validate_create, validate_update = _validators(schema, cel_validator)
         to_storage = from_storage = async_to_storage = async_from_storage = None
         if vname != storage and is_webhook(crd):
-            async_to_storage = converter.webhook_to_version(crd, f"{group}/{storage}")
-            async_from_storage = converter.webhook_to_version(crd, f"{group}/{vname}")
+            async_to_storage = _coerced_batch(converter.webhook_to_version(crd, f"{group}/{storage}"),
+                                              coercion.get(storage), defaults=True)
+            async_from_storage = _coerced_batch(converter.webhook_to_version(crd, f"{group}/{vname}"),
+                                                coercion.get(vname))
         elif vname != storage:
-            to_storage = converter.to_version(crd, f"{group}/{storage}")
-            from_storage = converter.to_version(crd, f"{group}/{vname}")
+            to_storage = _coerced(converter.to_version(crd, f"{group}/{storage}"), coercion.get(storage),
+                                  defaults=True)
+            from_storage = _coerced(converter.to_version(crd, f"{group}/{vname}"), coercion.get(vname))
         rdef = ResourceDef(
             group=group, version=vname, kind=names.get("kind", ""), plural=names.get("plural", ""),
             singular=names.get("singular") or names.get("kind", "").lower(),
