@@ -19,6 +19,12 @@ GetFn = Callable[[str, str], Awaitable[Obj]]  # (namespace, name)
 ListFn = Callable[[str], Awaitable[list[Obj]]]  # (namespace)
 
 
+def _meta_field(obj: Obj) -> Callable[[str], str]:
+    """The fields a computed object can be selected by: metadata.name and metadata.namespace."""
+    m = obj.get("metadata") or {}
+    return lambda field: m.get("name", "") if field == "metadata.name" else m.get("namespace", "")
+
+
 @dataclass
 class VirtualRegistry:
     rdef: ResourceDef
@@ -45,6 +51,9 @@ class VirtualRegistry:
         items = await self.list_fn(namespace)
         if opts.label_selector is not None:
             items = [o for o in items if opts.label_selector.matches(o.get("metadata", {}).get("labels") or {})]
+        if opts.field_selector is not None:
+            selector = opts.field_selector
+            items = [o for o in items if selector.matches(_meta_field(o))]
         return ListResult(items, "")
 
     def supported_fields(self) -> set[str]:

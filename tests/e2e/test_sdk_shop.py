@@ -219,6 +219,10 @@ def test_hostinfo_computed_api(kp: KplaneProcess, kubectl: Kubectl) -> None:
         assert table[1][:2] == [pid, pid]
         names = kubectl("get", "processes", "-o", "name").split()
         assert f"process.hostinfo.example.com/{pid}" in names and len(names) > 3
+        selected = kubectl("get", "processes", "-o", "name", f"--field-selector=metadata.name={pid}").split()
+        assert selected == [f"process.hostinfo.example.com/{pid}"]
+        others = kubectl("get", "processes", "-o", "name", f"--field-selector=metadata.name!={pid}").split()
+        assert f"process.hostinfo.example.com/{pid}" not in others and len(others) >= 3
         disks = kubectl.json("get", "disks")["items"]
         assert any(d["mountPoint"] == "/" and d["metadata"]["name"] == "root" for d in disks)
         r = kubectl.run("get", "process", "no-such-pid", check=False)
