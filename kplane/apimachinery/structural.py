@@ -26,6 +26,7 @@ from kplane.apimachinery.errors import (
     field_too_long,
     field_type_invalid,
 )
+from kplane.apimachinery.validation import go_quote
 
 Schema = dict[str, Any]
 Obj = dict[str, Any]
@@ -157,6 +158,44 @@ def _render_plain(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
+def _second_occurrences(values: list[Any]) -> list[int]:
+    """Indices of the items equal to an earlier one, each distinct value reported once (at its
+    second occurrence), as apiextensions' validateListSet does."""
+    counts: list[tuple[Any, int]] = []
+    found = []
+    for i, v in enumerate(values):
+        for n, (seen, times) in enumerate(counts):
+            if seen == v:
+                if times == 1:
+                    found.append(i)
+                counts[n] = (seen, times + 1)
+                break
+        else:
+            counts.append((v, 1))
+    return found
+
+
+def _duplicate(path: str, value: Any) -> Cause:
+    """field.Duplicate: a scalar as %q/%v, a map or list as Go's %#v of the decoded JSON."""
+    if isinstance(value, (dict, list)):
+        return Cause("FieldValueDuplicate", f"Duplicate value: {_go_sharp_v(value)}", path)
+    return field_duplicate(path, value)
+
+
+def _go_sharp_v(v: Any) -> str:
+    if isinstance(v, dict):
+        return "map[string]interface {}{" + ", ".join(f"{go_quote(k)}:{_go_sharp_v(v[k])}" for k in sorted(v)) + "}"
+    if isinstance(v, list):
+        return "[]interface {}{" + ", ".join(_go_sharp_v(x) for x in v) + "}"
+    if v is None:
+        return "interface {}(nil)"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return go_quote(v)
+    return repr(v)
+
+
 def _validate_string(value: str, schema: Schema, path: str, causes: list[Cause]) -> None:
     if "maxLength" in schema and len(value) > schema["maxLength"]:
         causes.append(field_too_long(path, value, schema["maxLength"]))
@@ -203,24 +242,14 @@ def _validate_array(value: list, schema: Schema, path: str, causes: list[Cause])
                                     f"{_in_body(path)} should have at least {schema['minItems']} items"))
     list_type = schema.get("x-kubernetes-list-type")
     if schema.get("uniqueItems") or list_type == "set":
-        seen: list[Any] = []
-        for i, item in enumerate(value):
-            if item in seen:
-                causes.append(field_duplicate(index(path, i), item if not isinstance(item, (dict, list))
-                                              else _render_plain(item)))
-            else:
-                seen.append(item)
+        for i in _second_occurrences(value):
+            causes.append(_duplicate(index(path, i), value[i]))
     elif list_type == "map":
         keys = schema.get("x-kubernetes-list-map-keys") or []
-        seen_keys: list[tuple] = []
-        for i, item in enumerate(value):
-            if not isinstance(item, dict):
-                continue
-            key = tuple(item.get(k) for k in keys)
-            if key in seen_keys:
-                causes.append(field_duplicate(index(path, i), _render_plain({k: item.get(k) for k in keys})))
-            else:
-                seen_keys.append(key)
+        # Each item's key fields (those it has): what upstream compares and reports.
+        idents = [{k: item[k] for k in keys if k in item} if isinstance(item, dict) else {} for item in value]
+        for i in _second_occurrences(idents):
+            causes.append(_duplicate(index(path, i), idents[i]))
     items = schema.get("items")
     if isinstance(items, dict):
         for i, item in enumerate(value):
