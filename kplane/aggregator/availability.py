@@ -74,7 +74,8 @@ class DiscoveryProber:
         finally:
             conn.close()
         if resp.status < 200 or resp.status >= 300:
-            return f"bad status from {url}: {resp.status}"
+            # Upstream's check wraps this error too (available_controller.go).
+            return f"failing or missing response from {url}: bad status from {url}: {resp.status}"
         return None
 
     def close(self) -> None:

@@ -68,6 +68,17 @@ def test_register_proxy_unavailable_and_back(kp: KplaneProcess, kubectl: Kubectl
         c = wait_until(lambda: condition_with(kubectl, "True"), 40)
         assert c["reason"] == "Passed"
         assert kubectl.run("get", "flunders", "-n", "default").returncode == 0
+        # A version the backend does not serve: its discovery check gets a 404.
+        register(kubectl, backend, "v1beta1")
+
+        def beta_failed() -> dict | None:
+            got = condition(kubectl, "v1beta1.wardle.example.com")
+            return got if got and got["status"] == "False" and "bad status" in got["message"] else None
+        c = wait_until(beta_failed, 40)
+        url = f"https://127.0.0.1:{backend.port}/apis/wardle.example.com/v1beta1"
+        assert c["reason"] == "FailedDiscoveryCheck"
+        assert c["message"] == f"failing or missing response from {url}: bad status from {url}: 404"
+        kubectl.run("delete", "apiservice", "v1beta1.wardle.example.com")
         metrics = kubectl.run("get", "--raw", "/metrics").stdout
         assert 'kplane_aggregator_proxy_requests_total{apiservice="v1alpha1.wardle.example.com"' in metrics
     finally:
