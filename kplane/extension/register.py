@@ -22,6 +22,7 @@ import asyncio
 import base64
 import ipaddress
 import logging
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,10 +227,17 @@ def _read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def _default_kubeconfig() -> str:
+    """As kubectl finds its kubeconfig: $KUBECONFIG (its first file), else kplane's admin one."""
+    first = next((p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p), "")
+    return first or str(Path.home() / ".kplane" / "admin.kubeconfig")
+
+
 def add_register_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """`kplane register ...`; the caller dispatches to run_register(args)."""
     p = sub.add_parser("register", help="register an extension API server (Service, Endpoints, APIService)")
-    p.add_argument("--kubeconfig", default=str(Path.home() / ".kplane" / "admin.kubeconfig"))
+    p.add_argument("--kubeconfig", default=_default_kubeconfig(),
+                   help="default: the first file in $KUBECONFIG, else ~/.kplane/admin.kubeconfig")
     p.add_argument("--group", required=True)
     p.add_argument("--version", required=True)
     p.add_argument("--url", required=True, help="https://HOST:PORT where the server listens")

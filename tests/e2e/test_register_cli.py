@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,10 +37,11 @@ def backend(kp, tmp_path_factory):
 
 def test_register_cli_makes_the_backend_reachable_through_kplane(kp, kubectl, backend):
     port, ca_file = backend
-    out = subprocess.run([sys.executable, "-m", "kplane", "register", "--kubeconfig", kp.kubeconfig,
+    # No --kubeconfig: $KUBECONFIG names the cluster, as for kubectl.
+    out = subprocess.run([sys.executable, "-m", "kplane", "register",
                           "--group", "wardle.example.com", "--version", "v1alpha1",
                           "--url", f"https://127.0.0.1:{port}", "--ca-file", str(ca_file)],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": kp.kubeconfig})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "apiservice/v1alpha1.wardle.example.com registered" in out.stdout
     apiservice = json.loads(kubectl("get", "apiservice", "v1alpha1.wardle.example.com", "-o", "json"))
