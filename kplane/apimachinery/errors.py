@@ -30,6 +30,7 @@ class StatusError(Exception):
     message: str
     details: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    list_meta: dict[str, Any] = field(default_factory=dict)  # the Status's metadata (e.g. a fresh continue)
 
     def __str__(self) -> str:
         return self.message
@@ -38,7 +39,7 @@ class StatusError(Exception):
         status: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": dict(self.list_meta),
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,

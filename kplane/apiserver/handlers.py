@@ -70,9 +70,10 @@ class ResourceHandler:
             rv = query.get("resourceVersion", "")
             # The response only serializes the object: the cache's own copy will do.
             obj = await reg.get(namespace, info.name, rv, shared=True)
-            return self._object_response(reg, obj, choice)
+            return self._object_response(reg, obj, choice, include=_include_object(query, choice))
         if verb in ("list", "watch"):
-            opts = _list_options(reg, query, watch=verb == "watch")
+            # A watch of one object (/watch/.../NAME) is a watch of its name, as upstream's ListResource.
+            opts = _list_options(reg, query, watch=verb == "watch", name=info.name if verb == "watch" else "")
             if verb == "watch":
                 return await self._watch(request, reg, namespace, opts, choice)
             result = await reg.list(namespace, opts, shared=True)
@@ -117,10 +118,10 @@ class ResourceHandler:
     # ---- responses ------------------------------------------------------
 
     def _object_response(self, reg: Registry, obj: Obj, choice: negotiation.MediaChoice, status: int = 200,
-                         wopts: WriteOptions | None = None) -> web.Response:
+                         wopts: WriteOptions | None = None, include: str = "Metadata") -> web.Response:
         headers = _warning_headers(wopts)
         if choice.as_kind == "Table":
-            return json_response(build_table(reg.rdef.columns, [obj], include_object="Metadata",
+            return json_response(build_table(reg.rdef.columns, [obj], include_object=include,
                                              resource_version=obj["metadata"].get("resourceVersion", "")),
                                  status, headers=headers)
         if choice.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
@@ -131,7 +132,7 @@ class ResourceHandler:
                        query: Any) -> web.Response:
         rdef = reg.rdef
         if choice.as_kind == "Table":
-            include = query.get("includeObject", "Metadata")
+            include = _include_object(query, choice)
             table = build_table(rdef.columns, result.items, include_object=include,
                                 resource_version=result.resource_version, continue_token=result.continue_token,
                                 remaining=result.remaining)
@@ -155,19 +156,28 @@ class ResourceHandler:
         send_initial = query.get("sendInitialEvents")
         send_initial_events = None if send_initial is None else send_initial.lower() == "true"
         timeout = _watch_timeout(query)
+        include = _include_object(query, choice)
+        # Bookmarks come every minute, and one shortly before the watch times out (as upstream's
+        # cacheWatcher does) so that the client resumes from a recent resourceVersion.
+        interval = min(60.0, max(1.0, timeout - 2.0))
+        # Opened before the 200 goes out: a bad resourceVersion is still an error response.
+        stream = await reg.open_watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events,
+                                      bookmark_interval=interval, shared=True)
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
                                                        "Cache-Control": "no-cache, private"})
         resp.enable_chunked_encoding()
-        await resp.prepare(request)
+        try:
+            await resp.prepare(request)
+        except BaseException:
+            await stream.aclose()
+            raise
         first_table = True
-        stream = reg.watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events,
-                           shared=True)
         try:
             async with asyncio.timeout(timeout):
                 async for ev in stream:
                     if ev.type == "BOOKMARK" and not bookmarks:
                         continue
-                    obj = self._watch_object(reg, ev, choice, first_table)
+                    obj = self._watch_object(reg, ev, choice, first_table, include)
                     if choice.as_kind == "Table" and ev.type not in ("BOOKMARK", "ERROR"):
                         first_table = False
                     await resp.write(orjson.dumps({"type": ev.type, "object": obj}) + b"\n")
@@ -182,11 +192,11 @@ class ResourceHandler:
         return resp
 
     def _watch_object(self, reg: Registry, ev: WatchEvent, choice: negotiation.MediaChoice,
-                      first_table: bool) -> Obj:
+                      first_table: bool, include: str = "Metadata") -> Obj:
         if ev.type in ("BOOKMARK", "ERROR"):
             return ev.object
         if choice.as_kind == "Table":
-            table = build_table(reg.rdef.columns, [ev.object], include_object="Metadata",
+            table = build_table(reg.rdef.columns, [ev.object], include_object=include,
                                 resource_version=ev.object["metadata"].get("resourceVersion", ""))
             if not first_table:
                 table["columnDefinitions"] = None
@@ -398,13 +408,17 @@ def _validate_list_options(query: Any, rv: str, rv_match: str, watch: bool) -> N
         raise errors.invalid("ListOptions", "", causes, group="meta.k8s.io")
 
 
-def _list_options(reg: Registry, query: Any, watch: bool = False) -> ListOptions:
+def _list_options(reg: Registry, query: Any, watch: bool = False, name: str = "") -> ListOptions:
     label_selector = None
     field_selector = None
     if query.get("labelSelector"):
         label_selector = parse_label_selector(query["labelSelector"])
-    if query.get("fieldSelector"):
-        field_selector = parse_field_selector(query["fieldSelector"])
+    selector = query.get("fieldSelector", "")
+    if name:  # ANDed with the request's own field selector
+        escaped = name.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
+        selector = f"{selector},metadata.name={escaped}" if selector else f"metadata.name={escaped}"
+    if selector:
+        field_selector = parse_field_selector(selector)
         unsupported = field_selector.fields - reg.supported_fields()
         if unsupported:
             raise errors.bad_request(f'field label not supported: {sorted(unsupported)[0]}')
@@ -428,10 +442,23 @@ def _list_options(reg: Registry, query: Any, watch: bool = False) -> ListOptions
 def _watch_timeout(query: Any) -> float:
     if query.get("timeoutSeconds"):
         try:
-            return max(float(query["timeoutSeconds"]), 0.0)
+            seconds = max(float(query["timeoutSeconds"]), 0.0)
         except ValueError:
             raise errors.bad_request(f'invalid timeoutSeconds "{query["timeoutSeconds"]}"') from None
+        if seconds > 0:  # 0 means no timeout asked for: the server's own, as upstream
+            return seconds
     return MIN_REQUEST_TIMEOUT * (1 + random.random())
+
+
+def _include_object(query: Any, choice: negotiation.MediaChoice) -> str:
+    """Table's includeObject (Metadata unless asked), a 400 for a value upstream does not know."""
+    value = query.get("includeObject", "")
+    if choice.as_kind != "Table":
+        return "Metadata"
+    if value not in ("", "None", "Metadata", "Object"):
+        raise errors.bad_request(f'Unable to convert to Table as requested: includeObject: Invalid value: "{value}": '
+                                 "must be 'Metadata', 'Object', 'None', or empty")
+    return value or "Metadata"
 
 
 def _warning_headers(wopts: WriteOptions | None) -> dict[str, str] | None:

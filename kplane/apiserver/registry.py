@@ -9,7 +9,7 @@ HTTP; the handlers translate requests into calls here.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -190,7 +190,8 @@ class Registry:
         prefix = self.rdef.key_prefix(namespace or None)
         if opts.continue_token:
             rv, start_after = _decode_continue(opts.continue_token, prefix)
-            return await self._list_from_store(prefix, rv, start_after, opts)
+            # -1: the token a compacted continue hands out, to go on at the latest revision.
+            return await self._list_from_store(prefix, max(rv, 0), start_after, opts)
         if opts.limit > 0 and opts.resource_version != "0":
             rv = 0
             if opts.resource_version and opts.resource_version_match == "Exact":
@@ -233,14 +234,17 @@ class Registry:
                     break
         except CompactedError:
             if opts.continue_token:
-                raise errors.expired(
+                # handleCompactedErrorForPaging: a token to go on at the latest revision comes with it.
+                err = errors.expired(
                     "The provided continue parameter is too old to display a consistent list result. "
                     "You can start a new list without the continue parameter, or use the continue token "
                     "in this response to retrieve the remainder of the results. Continuing with the "
                     "provided token results in an inconsistent list - objects that were created, "
                     "modified, or deleted between the time the first chunk was returned and now may show "
-                    "up in the list.") from None
-            raise errors.expired(f"too old resource version: {rv}") from None
+                    "up in the list.")
+                err.list_meta["continue"] = _encode_continue(-1, (start_after or prefix)[len(prefix):])
+                raise err from None
+            raise errors.expired("The resourceVersion for the provided list is too old.") from None
         except FutureRevisionError as e:
             raise errors.timeout(f"Too large resource version: {e.requested}, current: {e.current}") from None
         token = _encode_continue(rv, last_key[len(prefix):]) if more and last_key else ""
@@ -273,6 +277,20 @@ class Registry:
                     send_initial_events: bool | None = None,
                     bookmark_interval: float = 60.0, shared: bool = False) -> AsyncIterator[WatchEvent]:
         """Watch events; with `shared` their objects may be the cache's own (read-only) dicts."""
+        events = await self.open_watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events,
+                                       bookmark_interval=bookmark_interval, shared=shared)
+        try:
+            async for ev in events:
+                yield ev
+        finally:
+            await events.aclose()
+
+    async def open_watch(self, namespace: str, opts: ListOptions, *, bookmarks: bool = False,
+                         send_initial_events: bool | None = None, bookmark_interval: float = 60.0,
+                         shared: bool = False) -> AsyncGenerator[WatchEvent, None]:
+        """watch(), with everything that can fail as a request error (a malformed or too new
+        resourceVersion) done before it returns: a handler opens the watch first and commits to
+        a streaming 200 only then. What fails later (history compacted) is an ERROR event."""
         prefix = self.rdef.key_prefix(namespace or None)
         rv_param = opts.resource_version
         initial: list[Obj] = []
@@ -289,16 +307,22 @@ class Registry:
             initial = [o for o in views if self._matches(o, opts)]
             start = revision
         else:
-            start = _parse_rv(rv_param)
+            # No initial events: from the given revision, or (none, "0") from now.
+            start = _parse_rv(rv_param) if rv_param not in ("", "0") else 0
         try:
             stream = self.cacher.watch(prefix, start, bookmark_interval=bookmark_interval if bookmarks else None)
         except CompactedError as e:
-            yield _expired_event(e)
-            return
+            return _single(_expired_event(e))
+        end_bookmark = start if send_initial_events and opts.resource_version_match == "NotOlderThan" \
+            and bookmarks else None
+        return self._events(stream, initial, end_bookmark, opts, shared)
+
+    async def _events(self, stream: Any, initial: list[Obj], end_bookmark: int | None, opts: ListOptions,
+                      shared: bool) -> AsyncGenerator[WatchEvent, None]:
         for obj in initial:
             yield WatchEvent("ADDED", obj)
-        if send_initial_events and opts.resource_version_match == "NotOlderThan" and bookmarks:
-            yield WatchEvent("BOOKMARK", self._bookmark(start, initial_end=True))
+        if end_bookmark is not None:
+            yield WatchEvent("BOOKMARK", self._bookmark(end_bookmark, initial_end=True))
         try:
             async for ev in stream:
                 if isinstance(ev, Bookmark):
@@ -780,6 +804,10 @@ class Registry:
 async def _run_rollbacks(opts: WriteOptions) -> None:
     while opts.rollbacks:
         await opts.rollbacks.pop()()
+
+
+async def _single(event: WatchEvent) -> AsyncGenerator[WatchEvent, None]:
+    yield event
 
 
 def _expired_event(e: CompactedError) -> WatchEvent:

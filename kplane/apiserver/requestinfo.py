@@ -4,7 +4,8 @@ request-info resolver (k8s.io/apiserver/pkg/endpoints/request/requestinfo.go).""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 _SPECIAL_VERBS = {"proxy", "watch"}
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
@@ -31,8 +32,32 @@ def _is_watch(query: dict[str, str]) -> bool:
 
 def resolve(method: str, path: str, query: dict[str, str]) -> RequestInfo:
     """What the request does. The result is shared between requests of the same method, path
-    and watch flag (memoized: clients repeat the same few paths): callers must not modify it."""
-    return _resolve(method, path, _is_watch(query))
+    and watch flag (memoized: clients repeat the same few paths): callers must not modify it.
+
+    A list or watch whose field selector requires one metadata.name is about that name, as
+    upstream's resolver has it (RBAC resourceNames then allow watching one object)."""
+    info = _resolve(method, path, _is_watch(query))
+    if info.verb in ("list", "watch") and not info.name and "metadata.name" in query.get("fieldSelector", ""):
+        name = _exact_name(query["fieldSelector"])
+        if name:
+            return replace(info, name=name)
+    return info
+
+
+_TERM = re.compile(r"(?<!\\),")  # field selector terms: split at unescaped commas
+_OPERATOR = re.compile(r"(?<!\\)(==|!=|=)")
+
+
+def _exact_name(selector: str) -> str:
+    """fields.Selector.RequiresExactMatch("metadata.name") for a selector string, if the name is
+    a valid path segment name."""
+    for term in _TERM.split(selector):
+        parts = _OPERATOR.split(term, maxsplit=1)
+        if len(parts) == 3 and parts[0].strip() == "metadata.name" and parts[1] in ("=", "=="):
+            value = re.sub(r"\\(.)", r"\1", parts[2])
+            if value and value not in (".", "..") and "/" not in value and "%" not in value:
+                return value
+    return ""
 
 
 def resolve_unwatched(method: str, path: str) -> RequestInfo:
@@ -86,7 +111,7 @@ def _resolve(method: str, path: str, watch: bool) -> RequestInfo:
             verb = "list"
         elif verb == "delete":
             verb = "deletecollection"
-    if verb in ("list", "get") and watch:
+    if verb == "list" and watch:  # a named GET with ?watch=true stays a get, as upstream
         verb = "watch"
     info.verb = verb
     return info

@@ -66,3 +66,6 @@ class VirtualRegistry:
 
     def watch(self, *args: Any, **kw: Any) -> Any:
         raise errors.method_not_allowed()
+
+    async def open_watch(self, *args: Any, **kw: Any) -> Any:
+        raise errors.method_not_allowed()

@@ -261,6 +261,32 @@ def test_watch_with_python_client_and_bookmarks(api):
     assert seen == [("ADDED", "p1")]
 
 
+def test_watch_and_table_request_errors_are_clean_statuses(kp):
+    import urllib.error
+    import urllib.request
+
+    def get(path: str, accept: str = "application/json", timeout: float = 10) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"{kp.url}{path}", headers={"Accept": accept})
+        try:
+            with urllib.request.urlopen(req, context=admin_ssl(kp), timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    # A malformed resourceVersion is refused before the watch starts streaming.
+    code, body = get("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=abc")
+    assert code == 400 and json.loads(body)["kind"] == "Status"
+    # timeoutSeconds=0 asks for no particular timeout: the watch stays open.
+    with pytest.raises(TimeoutError):
+        get("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=0&timeoutSeconds=0", timeout=2)
+    table = "application/json;as=Table;v=v1;g=meta.k8s.io"
+    code, body = get("/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
+                     "?includeObject=Object", table)
+    assert code == 200 and json.loads(body)["rows"][0]["object"]["kind"] == "ConfigMap"
+    code, body = get("/api/v1/namespaces/default/configmaps?includeObject=bogus", table)
+    assert code == 400 and "includeObject: Invalid value: \"bogus\"" in json.loads(body)["message"]
+
+
 def test_watch_too_old_resource_version_is_gone(kp, api):
     import urllib.request
 

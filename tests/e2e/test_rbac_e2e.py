@@ -206,6 +206,38 @@ def test_long_lived_token_secret_for_a_service_account(kp):
         time.sleep(0.1)
 
 
+def test_resource_names_scope_watches_to_the_named_object(kp):
+    """A role limited to one Secret by name: its holder watches that Secret (kubectl get NAME -w asks
+    with a metadata.name field selector), and a watch of the name streams that object only."""
+    admin(kp, "create", "secret", "generic", "mine", "-n", NS, "--from-literal=a=1")
+    admin(kp, "create", "secret", "generic", "theirs", "-n", NS, "--from-literal=password=hunter2")
+    admin(kp, "create", "role", "only-mine", "-n", NS, "--verb=get,list,watch", "--resource=secrets",
+          "--resource-name=mine")
+    admin(kp, "create", "rolebinding", "only-mine", "-n", NS, "--role=only-mine", "--user=nameduser")
+    cfg = user_kubeconfig(kp, "nameduser")
+    can_i(cfg, "get", "secret/mine", "-n", NS, expect="yes")
+
+    def watch_lines(path: str) -> list[dict]:
+        r = kubectl(cfg, "get", "--raw", path, check=False)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+    events = watch_lines(f"/api/v1/watch/namespaces/{NS}/secrets/mine?timeoutSeconds=1")
+    assert [e["object"]["metadata"]["name"] for e in events] == ["mine"]
+    events = watch_lines(f"/api/v1/namespaces/{NS}/secrets?watch=1&timeoutSeconds=1"
+                         "&fieldSelector=metadata.name%3Dmine")
+    assert [e["object"]["metadata"]["name"] for e in events] == ["mine"]
+    # A named GET with ?watch=true is a get, as upstream's request info has it.
+    got = json.loads(kubectl(cfg, "get", "--raw", f"/api/v1/namespaces/{NS}/secrets/mine?watch=true").stdout)
+    assert got["kind"] == "Secret" and got["metadata"]["name"] == "mine"
+    # Anything beyond the name stays refused.
+    for path in (f"/api/v1/watch/namespaces/{NS}/secrets/theirs?timeoutSeconds=1",
+                 f"/api/v1/namespaces/{NS}/secrets?watch=1&timeoutSeconds=1",
+                 f"/api/v1/namespaces/{NS}/secrets?fieldSelector=metadata.name%21%3Dmine"):
+        r = kubectl(cfg, "get", "--raw", path, check=False)
+        assert r.returncode != 0 and "Forbidden" in r.stderr, (path, r.stdout)
+
+
 def test_bad_credentials_are_401_anonymous_is_403(kp):
     r = kubectl(None, "get", "configmaps", "-n", NS, token="no-such-token", kp=kp, check=False)
     assert "You must be logged in to the server (Unauthorized)" in r.stderr
