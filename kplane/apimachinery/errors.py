@@ -149,6 +149,13 @@ def timeout(message: str) -> StatusError:
     return StatusError(504, "Timeout", message)
 
 
+def resource_version_too_large(message: str) -> StatusError:
+    """NewTooLargeResourceVersionError: a 504 with the cause clients relist on."""
+    return StatusError(504, "Timeout", message, {
+        "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+        "retryAfterSeconds": 1})
+
+
 def field_required(path: str, message: str = "Required value") -> Cause:
     return Cause("FieldValueRequired", message, path)
 

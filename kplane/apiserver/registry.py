@@ -196,6 +196,8 @@ class Registry:
             rv = 0
             if opts.resource_version and opts.resource_version_match == "Exact":
                 rv = _parse_rv(opts.resource_version)
+            elif opts.resource_version:
+                await self._fresh(opts.resource_version)  # NotOlderThan: a future one is "too large"
             return await self._list_from_store(prefix, rv, None, opts)
         if opts.resource_version_match == "Exact" and opts.resource_version:
             return await self._list_from_store(prefix, _parse_rv(opts.resource_version), None, opts)
@@ -246,7 +248,8 @@ class Registry:
                 raise err from None
             raise errors.expired("The resourceVersion for the provided list is too old.") from None
         except FutureRevisionError as e:
-            raise errors.timeout(f"Too large resource version: {e.requested}, current: {e.current}") from None
+            raise errors.resource_version_too_large(
+                f"Too large resource version: {e.requested}, current: {e.current}") from None
         token = _encode_continue(rv, last_key[len(prefix):]) if more and last_key else ""
         return ListResult(items, str(rv), token, remaining if token else None)
 
@@ -307,8 +310,11 @@ class Registry:
             initial = [o for o in views if self._matches(o, opts)]
             start = revision
         else:
-            # No initial events: from the given revision, or (none, "0") from now.
+            # No initial events: from the given revision, or (none, "0") from now. One the cache
+            # has not reached within its wait is "too large" (504), before anything streams.
             start = _parse_rv(rv_param) if rv_param not in ("", "0") else 0
+            if start:
+                await self.cacher.wait_until_fresh(start)
         try:
             stream = self.cacher.watch(prefix, start, bookmark_interval=bookmark_interval if bookmarks else None)
         except CompactedError as e:

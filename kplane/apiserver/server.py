@@ -479,10 +479,7 @@ def forbidden_message(attrs: RequestAttributes, reason: str = "") -> str:
 def storage_status(e: StorageError) -> errors.StatusError:
     """Storage failures a request can hit, as upstream's apiserver reports them."""
     if isinstance(e, TooLargeResourceVersionError):
-        err = errors.timeout(str(e))
-        err.details = {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
-                       "retryAfterSeconds": 1}
-        return err
+        return errors.resource_version_too_large(str(e))
     if isinstance(e, CompactedError):
         return errors.expired(f"too old resource version: {e.requested} ({e.compacted})")
     if isinstance(e, UnavailableError):

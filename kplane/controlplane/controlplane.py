@@ -91,6 +91,7 @@ class ControlPlane:
         etcd_check = getattr(store, "check", None) if options.storage == "etcd" else None
         if etcd_check is not None:
             self.server.health.add("etcd", etcd_check)  # /healthz/etcd and /readyz/etcd, as upstream
+            self.server.health.add("etcd-readiness", etcd_check, endpoints=("readyz",))
         else:
             async def sqlite_check() -> None:
                 await store.current_revision()  # a round trip through the database thread

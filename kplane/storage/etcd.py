@@ -183,11 +183,14 @@ class EtcdStore:
             return None
         now = time.monotonic()
         held = self._leases.get(ttl)
-        if held is not None and held[1] - now >= ttl:
+        if held is not None and held[1] - now > ttl:
             return held[0]
-        resp = await self._call("/v3/lease/grant", {"TTL": int(ttl + self._lease_reuse)})
+        # Upstream's lease manager: one lease serves the writes of a window of min(60 s, 5% of
+        # the TTL), so an object outlives its TTL by at most that (not a minute on a 10 s TTL).
+        reuse = min(self._lease_reuse, int(ttl * 0.05))
+        resp = await self._call("/v3/lease/grant", {"TTL": int(ttl + reuse)})
         lease = str(resp["ID"])
-        self._leases[ttl] = (lease, now + int(resp.get("TTL", ttl + self._lease_reuse)))
+        self._leases[ttl] = (lease, now + int(resp.get("TTL", ttl + reuse)))
         return lease
 
     async def _put_op(self, key: str, k: str, value: bytes, prev_kv: bool = False) -> dict[str, Any]:

@@ -1,11 +1,15 @@
 """`kplane migrate --from sqlite:DIR --to etcd:URL[,URL...]`: copy every object to etcd.
 
-The source is read at one revision (a consistent snapshot, paged). Each key is created in
-etcd only if absent, so an interrupted run is resumed by running it again: keys already
-copied with the same value are skipped, keys that exist with a different value are
-reported and left alone (never overwritten). At the end the number of keys per resource
-prefix is compared between source and destination. resourceVersions change (they are
-etcd's revisions); uids, names and contents do not. Stop kplane before migrating.
+The source is read at one revision (a consistent snapshot, paged). The destination must be
+empty or hold only what an interrupted run of the same migration copied (the same keys with
+the same values): anything else — another cluster's objects, or keys kplane has since
+changed there — and nothing is written, since merging two stores would give two Services one
+ClusterIP. Each key is created in etcd only if absent, so an interrupted run is resumed by
+running it again. At the end the number of keys per resource prefix is compared between
+source and destination, and the destination's history is compacted: resourceVersions change
+(they are etcd's revisions; uids, names and contents do not), and a client still holding one
+from the old store gets 410 Expired (or, above etcd's revision, 504 "too large") and relists,
+rather than a watch that silently starts elsewhere. Stop kplane before migrating.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from kplane.storage.interface import KeyExistsError, Store
+from kplane.storage.interface import KeyExistsError, Store, StoreInUseError, UnavailableError
 
 _ROOT = "/registry/"
 _PAGE = 500
@@ -77,10 +81,34 @@ async def _count(store: Store, revision: int = 0) -> Counter[str]:
         last = page.items[-1].key
 
 
+async def _foreign_keys(source: Store, dest: Store, revision: int) -> list[str]:
+    """Keys of the destination that are not the source's key with the same value."""
+    wanted: dict[str, bytes] = {}
+    last = None
+    while True:
+        page = await source.list(_ROOT, revision=revision, start_after=last, limit=_PAGE)
+        wanted.update((kv.key, bytes(kv.value)) for kv in page.items)
+        if not page.more:
+            break
+        last = page.items[-1].key
+    foreign: list[str] = []
+    last = None
+    while True:
+        page = await dest.list(_ROOT, start_after=last, limit=_PAGE)
+        foreign += [kv.key for kv in page.items if wanted.get(kv.key) != bytes(kv.value)]
+        if not page.more:
+            return foreign
+        last = page.items[-1].key
+
+
 async def migrate(source: Store, dest: Store, out: Any = sys.stderr) -> dict[str, int]:
-    """Copy every key under /registry/; returns counts of copied, skipped and conflicting keys."""
+    """Copy every key under /registry/; returns counts of copied, skipped and conflicting keys.
+    Refuses (MigrationRefused) a destination holding anything but an earlier run's copies."""
     total = sum((await _count(source)).values())
     rev = await source.current_revision()
+    foreign = await _foreign_keys(source, dest, rev)
+    if foreign:
+        raise MigrationRefused(foreign)
     stats = {"copied": 0, "skipped": 0, "conflicts": 0}
     last = None
     done = 0
@@ -111,11 +139,35 @@ async def migrate(source: Store, dest: Store, out: Any = sys.stderr) -> dict[str
     return stats
 
 
+class MigrationRefused(Exception):
+    def __init__(self, keys: list[str]):
+        shown = "\n  ".join(keys[:10]) + (f"\n  ... and {len(keys) - 10} more" if len(keys) > 10 else "")
+        super().__init__(f"the destination holds {len(keys)} keys that are not the source's (another cluster's "
+                         f"objects, or changed since an earlier run); nothing was written:\n  {shown}")
+        self.keys = keys
+
+
 async def _run(args: argparse.Namespace) -> int:
-    source = await _open(args.source, args)
-    dest = await _open(args.dest, args)
     try:
-        stats = await migrate(source, dest)
+        source = await _open(args.source, args)
+    except StoreInUseError:
+        print(f"kplane migrate: {args.source} is in use by a running kplane serve: stop it first", file=sys.stderr)
+        return 1
+    try:
+        dest = await _open(args.dest, args)
+    except UnavailableError as e:
+        await source.close()
+        print(f"kplane migrate: {e}", file=sys.stderr)
+        return 1
+    try:
+        try:
+            stats = await migrate(source, dest)
+        except MigrationRefused as e:
+            print(f"kplane migrate: refused: {e}", file=sys.stderr)
+            return 1
+        except UnavailableError as e:
+            print(f"\nkplane migrate: {e} (run it again to resume)", file=sys.stderr)
+            return 1
         src, dst = await _count(source), await _count(dest)
         print(f"copied {stats['copied']}, already there {stats['skipped']}, conflicts {stats['conflicts']}")
         bad = {r: (src[r], dst.get(r, 0)) for r in src if dst.get(r, 0) < src[r]}
@@ -125,6 +177,9 @@ async def _run(args: argparse.Namespace) -> int:
             print("verification FAILED")
             return 1
         print(f"verified: {sum(src.values())} objects in {len(src)} resources present in the destination")
+        # The old store's resourceVersions mean nothing here: history before now is gone, so a
+        # client that resumes with one is told to relist.
+        await dest.compact(await dest.current_revision())
         return 0
     finally:
         await source.close()

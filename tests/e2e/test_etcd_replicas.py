@@ -214,7 +214,7 @@ def test_etcd_restart_during_watch() -> None:
                 time.sleep(0.05)
             etcd.stop()
             status, body = _readyz(kp)
-            assert status == 500 and "[-]etcd failed" in body, body
+            assert status == 500 and "[-]etcd failed" in body and "[-]etcd-readiness failed" in body, body
             with pytest.raises(ApiException) as e:
                 v1.create_namespaced_config_map("default", {"metadata": {"name": "during"}})
             assert e.value.status in (503, 504), e.value
@@ -262,6 +262,25 @@ def test_migrate_sqlite_to_etcd(etcd: EtcdProcess) -> None:
         src.stop()
     cmd = [sys.executable, "-m", "kplane", "migrate", "--from", f"sqlite:{src.data_dir}", "--to",
            f"etcd:{etcd.url}", "--etcd-prefix", "/migrated"]
+    # Into an etcd that holds other objects: refused, and nothing written (merging two stores
+    # could give two Services one ClusterIP).
+    import asyncio
+    import base64
+
+    from kplane.storage.etcd_http import EtcdHTTP
+
+    async def put_foreign() -> None:
+        client = EtcdHTTP([etcd.url])
+        await client.call("/v3/kv/put", {"key": base64.b64encode(b"/other/ipaddresses/10.96.0.7").decode(),
+                                         "value": base64.b64encode(b'{"kind":"IPAddress"}').decode()})
+        await client.close()
+
+    asyncio.run(put_foreign())
+    other = [*cmd[:-1], "/other"]
+    refused = subprocess.run(other, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "refused" in refused.stderr, refused.stdout + refused.stderr
+    assert "/registry/ipaddresses/10.96.0.7" in refused.stderr
+    args_other = ["--storage", "etcd", "--etcd-servers", etcd.url, "--etcd-prefix", "/other"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0 and "verified:" in first.stdout, first.stdout + first.stderr
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
@@ -272,6 +291,17 @@ def test_migrate_sqlite_to_etcd(etcd: EtcdProcess) -> None:
         items = _api(dst).list_namespaced_config_map("migrated").items
         assert sorted(int(c.data["i"]) for c in items) == list(range(30))
         assert _api(dst).read_namespaced_config_map("m7", "migrated").metadata.uid == uid
+        # The old store's resourceVersions are history here: a watch from one is told to relist.
+        with pytest.raises(ApiException) as e:
+            _api(dst).list_namespaced_config_map("migrated", resource_version="2", resource_version_match="Exact")
+        assert e.value.status == 410
     finally:
         dst.stop()
+    nothing = KplaneProcess(data_dir=src.data_dir, extra_args=args_other).start()
+    try:
+        with pytest.raises(ApiException) as e:
+            _api(nothing).read_namespace("migrated")
+        assert e.value.status == 404
+    finally:
+        nothing.stop()
         shutil.rmtree(src.data_dir, ignore_errors=True)

@@ -66,3 +66,13 @@ async def test_no_initial_events_without_a_resource_version_watches_from_now(reg
     ev = await asyncio.wait_for(events.__anext__(), 5)
     assert (ev.type, ev.object["metadata"]["name"]) == ("ADDED", "after")
     await events.aclose()
+
+
+async def test_a_future_resource_version_is_too_large_before_anything_streams(registry: Registry) -> None:
+    from kplane.storage.cacher import TooLargeResourceVersionError
+
+    current = int((await registry.list("default", ListOptions())).resource_version)
+    with pytest.raises(TooLargeResourceVersionError):
+        await registry.open_watch("default", ListOptions(resource_version=str(current + 100)))
+    with pytest.raises(TooLargeResourceVersionError):  # a limited list of it too (NotOlderThan)
+        await registry.list("default", ListOptions(resource_version=str(current + 100), limit=1))

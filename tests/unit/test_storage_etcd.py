@@ -238,6 +238,21 @@ async def test_unreachable_etcd_is_unavailable() -> None:
         await open_etcd_store([f"http://127.0.0.1:{_free_port()}"], request_timeout=0.5)
 
 
+async def test_an_event_lease_outlives_its_ttl_by_at_most_five_percent(etcd: EtcdProcess) -> None:
+    """Upstream's lease manager: writes share a lease for min(60 s, 5% of the TTL)."""
+    s = await _open(etcd, f"/ttl/{next(_ids)}", lease_ttls={"/events/": 100, "/short/": 10}, lease_reuse=60)
+    try:
+        for key in ("/events/ns/a", "/short/ns/b"):
+            await s.create(key, b"{}")
+        granted = {}
+        for key in ("/events/ns/a", "/short/ns/b"):
+            lease = _raw(etcd, "/v3/kv/range", {"key": _b64(s._prefix + key)})["kvs"][0]["lease"]
+            granted[key] = int(_raw(etcd, "/v3/lease/timetolive", {"ID": lease})["grantedTTL"])
+        assert granted == {"/events/ns/a": 105, "/short/ns/b": 10}
+    finally:
+        await s.close()
+
+
 async def test_event_keys_expire_through_a_lease(etcd: EtcdProcess) -> None:
     """Like kube-apiserver's --event-ttl: events carry an etcd lease; other keys do not."""
     s = await _open(etcd, f"/ttl/{next(_ids)}", lease_ttls={"/events/": 1}, lease_reuse=0.5)
