@@ -38,8 +38,8 @@ class MediaChoice:
 def parse_accept(accept: str) -> MediaChoice:
     """Pick the first acceptable alternative, in the client's order, as upstream does.
 
-    Protobuf is not served; a client that accepts only protobuf gets 406 (the error is raised,
-    not cached).
+    Protobuf is not served; a client that accepts only protobuf, or only conversions this
+    server does not make, gets 406 (the error is raised, not cached).
     """
     if not accept:
         return MediaChoice()
@@ -70,7 +70,11 @@ def parse_accept(accept: str) -> MediaChoice:
     if saw_protobuf_only:
         raise errors.not_acceptable("only the following media types are accepted: application/json, "
                                     "application/yaml")
-    return MediaChoice()
+    # Only conversions this server does not make (as=Foo, a Table of v2, ...): 406, as upstream.
+    raise errors.not_acceptable("only the following media types are accepted: application/json, "
+                                "application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io, "
+                                "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io, "
+                                "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io")
 
 
 def decode_body(body: bytes, content_type: str) -> Any:

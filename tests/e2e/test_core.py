@@ -285,6 +285,13 @@ def test_watch_and_table_request_errors_are_clean_statuses(kp):
     assert code == 200 and json.loads(body)["rows"][0]["object"]["kind"] == "ConfigMap"
     code, body = get("/api/v1/namespaces/default/configmaps?includeObject=bogus", table)
     assert code == 400 and "includeObject: Invalid value: \"bogus\"" in json.loads(body)["message"]
+    # Only conversions the server does not make: 406 NotAcceptable, as upstream (no silent fallback).
+    for accept in ("application/json;as=Foo;v=v1;g=meta.k8s.io", "application/json;as=Table;v=v2;g=meta.k8s.io"):
+        code, body = get("/api/v1/namespaces/default/configmaps", accept)
+        assert code == 406 and json.loads(body)["reason"] == "NotAcceptable", accept
+    code, _ = get("/api/v1/namespaces/default/configmaps",
+                  "application/json;as=Foo;v=v1;g=meta.k8s.io, application/json")
+    assert code == 200
 
 
 def test_watch_too_old_resource_version_is_gone(kp, api):
