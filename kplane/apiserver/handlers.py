@@ -172,6 +172,10 @@ class ResourceHandler:
             await stream.aclose()
             raise
         first_table = True
+        # A watch of a quiet resource writes nothing for long stretches, so a client that has gone
+        # would only be noticed at the next event: check the connection meanwhile (as upstream's
+        # handler selects on the request context) and end the watch when it closes.
+        watchdog = asyncio.ensure_future(_end_when_client_leaves(request, asyncio.current_task()))
         try:
             async with asyncio.timeout(timeout):
                 async for ev in stream:
@@ -181,9 +185,14 @@ class ResourceHandler:
                     if choice.as_kind == "Table" and ev.type not in ("BOOKMARK", "ERROR"):
                         first_table = False
                     await resp.write(orjson.dumps({"type": ev.type, "object": obj}) + b"\n")
-        except (TimeoutError, ConnectionResetError, asyncio.CancelledError):
+        except (TimeoutError, ConnectionResetError):
             pass
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if watchdog.done() and current is not None:
+                current.uncancel()  # the watchdog's own cancellation: the client left, nothing more
         finally:
+            watchdog.cancel()
             await stream.aclose()
         try:
             await resp.write_eof()
@@ -448,6 +457,19 @@ def _watch_timeout(query: Any) -> float:
         if seconds > 0:  # 0 means no timeout asked for: the server's own, as upstream
             return seconds
     return MIN_REQUEST_TIMEOUT * (1 + random.random())
+
+
+_CLIENT_CHECK_INTERVAL = 2.0
+
+
+async def _end_when_client_leaves(request: web.Request, watcher: asyncio.Task | None) -> None:
+    while True:
+        await asyncio.sleep(_CLIENT_CHECK_INTERVAL)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            if watcher is not None:
+                watcher.cancel()
+            return
 
 
 def _include_object(query: Any, choice: negotiation.MediaChoice) -> str:

@@ -126,6 +126,23 @@ def test_request_level_logs_the_secret_body(kp) -> None:
     assert ev["requestObject"]["kind"] == "DeleteOptions" and ev["responseStatus"]["code"] == 200
 
 
+def test_a_chunked_body_is_logged_too(kp) -> None:
+    """A request body without Content-Length (chunked) used to stay out of the log."""
+    import http.client
+
+    pki = kp.data_dir / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    conn = http.client.HTTPSConnection("127.0.0.1", kp.port, context=ctx, timeout=10)
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "chunked"}, "stringData": {"k": "v"}}
+    conn.request("POST", "/api/v1/namespaces/default/secrets", body=iter([json.dumps(body).encode()]),
+                 headers={"Content-Type": "application/json"}, encode_chunked=True)
+    assert conn.getresponse().status == 201
+    conn.close()
+    ev = kp.audit.wait_for(is_("create", "secrets", "chunked"))
+    assert ev["requestObject"]["metadata"]["name"] == "chunked"
+
+
 def test_request_response_level_logs_the_response(kp) -> None:
     kubectl(kp.kubeconfig, "create", "configmap", "full", "-n", "default", "--from-literal=a=b")
     kubectl(kp.kubeconfig, "get", "configmap", "full", "-n", "default", "-o", "json")

@@ -651,6 +651,13 @@ def test_request_metrics_on_metrics_endpoint(kubectl):
     finally:
         watch.terminate()
         watch.wait(10)
+    # The watcher is gone: its watch ends within seconds although no event comes (a quiet
+    # resource), not at the next event or its timeout.
+    deadline = time.monotonic() + 10
+    while f'apiserver_longrunning_requests{{verb="WATCH",{common}scope="namespace",component="apiserver"}} 0' \
+            not in kubectl("get", "--raw", "/metrics"):
+        assert time.monotonic() < deadline, "the abandoned watch is still open"
+        time.sleep(0.3)
     counters = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                 if line.startswith("apiserver_request_total{")}
 
