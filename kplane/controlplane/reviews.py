@@ -20,6 +20,7 @@ import jwt
 from kplane.apimachinery import errors
 from kplane.apimachinery.errors import Cause, field_invalid
 from kplane.apimachinery.meta import now_rfc3339
+from kplane.apimachinery.typeschema import array, boolean, integer, kind_schema, obj, string
 from kplane.apiserver.auth import ALLOW, DENY, RequestAttributes, UserInfo, user_info
 from kplane.apiserver.registry import WriteOptions
 from kplane.apiserver.resource import Obj, ResourceDef
@@ -27,7 +28,6 @@ from kplane.apiserver.virtual import VirtualRegistry
 from kplane.controlplane.authentication import TokenAuthenticator, TokenError
 from kplane.controlplane.authn.serviceaccount import ServiceAccountTokenIssuer
 from kplane.controlplane.authorization import ControlPlaneAuthorizer
-from kplane.controlplane.types.schema import array, boolean, integer, kind_schema, obj, string
 
 AUTHN = "authentication.k8s.io"
 AUTHZ = "authorization.k8s.io"

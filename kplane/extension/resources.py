@@ -9,7 +9,9 @@ from typing import Any
 
 from kplane.apimachinery.errors import Cause
 from kplane.apimachinery.jsonpath import evaluate
+from kplane.apimachinery.objectmeta import OBJECT_META
 from kplane.apimachinery.table import age, since
+from kplane.apimachinery.typeschema import described
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.extension.schema import Schema, apply_defaults, as_schema, validate_object, with_object_default
 
@@ -81,7 +83,9 @@ def object_schema(kind: str, body: Schema | None, *, root_fields: bool, status: 
     props: Schema = {
         "apiVersion": {"type": "string", "description": API_VERSION_DOC},
         "kind": {"type": "string", "description": KIND_DOC},
-        "metadata": {"type": "object", "description": METADATA_DOC},
+        # metav1.ObjectMeta in full: it names the fields kubectl apply, explain and strict field
+        # validation look for (an object stub made all three miss them).
+        "metadata": described(OBJECT_META, METADATA_DOC),
     }
     required: list[str] = []
     if root_fields:

@@ -367,6 +367,23 @@ def test_explain_through_aggregated_openapi(kubectl: Kubectl, wardle: ExtensionP
     assert "The reference type" in out
     out = kubectl("explain", "fischers.disallowedFlunders").stdout
     assert "disallowedFlunders" in out and "[]string" in out
+    # metadata is metav1.ObjectMeta in full (it was an empty object).
+    assert "map[string]string" in kubectl("explain", "flunders.metadata.labels").stdout
+
+
+def test_sdk_metadata_is_object_meta(kubectl: Kubectl, wardle: ExtensionProcess) -> None:
+    flunder = {"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder",
+               "metadata": {"name": "meta-check", "namespace": "default", "bogus": 1}, "spec": {}}
+    r = kubectl("create", "--validate=strict", "-f", "-", input=json.dumps(flunder), check=False)
+    assert r.returncode != 0 and 'unknown field "metadata.bogus"' in r.stderr, r.stderr
+    del flunder["metadata"]["bogus"]
+    flunder["metadata"]["labels"] = {"a": "1"}
+    kubectl("apply", "-f", "-", input=json.dumps(flunder))
+    flunder["metadata"]["labels"] = {"a": "2"}
+    r = kubectl("apply", "-f", "-", input=json.dumps(flunder))  # a client-side patch from OpenAPI v3
+    assert "error calculating patch" not in r.stderr, r.stderr
+    assert json.loads(kubectl("get", "flunder", "meta-check", "-o", "json").stdout)["metadata"]["labels"] == {"a": "2"}
+    kubectl("delete", "flunder", "meta-check")
 
 
 def test_forged_identity_is_stripped_by_kplane_and_refused_by_wardle(k8s: Any, wardle: ExtensionProcess) -> None:

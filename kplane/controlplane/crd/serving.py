@@ -13,12 +13,12 @@ import orjson
 from kplane.apimachinery import errors, structural
 from kplane.apimachinery.jsonpath import compile_path
 from kplane.apimachinery.table import since
+from kplane.apimachinery.typeschema import API_VERSION_DOC, KIND_DOC
 from kplane.apiserver.registry import Registry, WriteOptions
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.crd.cel import Validator, has_rules
 from kplane.controlplane.crd.conversion import is_webhook
 from kplane.controlplane.types.printing import AGE_DOC, name_column
-from kplane.controlplane.types.schema import API_VERSION_DOC, KIND_DOC
 
 _META_SCHEMA = {"type": "object"}
 

@@ -7,12 +7,12 @@ from typing import Any
 
 from kplane.apimachinery.errors import Cause, field_forbidden, field_invalid, field_not_supported, field_required
 from kplane.apimachinery.structural import validate_structural
+from kplane.apimachinery.typeschema import array, boolean, integer, kind_schema, obj, string
 from kplane.apimachinery.validation import is_dns1035_label, is_dns1123_subdomain
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.crd import cel as celrules
 from kplane.controlplane.types.common import CONDITION
 from kplane.controlplane.types.printing import name_column
-from kplane.controlplane.types.schema import array, boolean, integer, kind_schema, obj, string
 
 GROUP = "apiextensions.k8s.io"
 VERSION = "v1"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kplane.controlplane.types.schema import integer, obj, string, timestamp
+from kplane.apimachinery.typeschema import integer, obj, string, timestamp
 
 OBJECT_REFERENCE = obj(
     "ObjectReference contains enough information to let you inspect or modify the referred "

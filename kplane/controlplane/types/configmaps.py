@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from kplane.apimachinery.errors import Cause, field_forbidden, field_invalid, field_too_long
+from kplane.apimachinery.typeschema import boolean, kind_schema, string_map
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.types.checks import MAX_DATA_SIZE, key_path, validate_config_keys
 from kplane.controlplane.types.printing import age_column, name_column
-from kplane.controlplane.types.schema import boolean, kind_schema, string_map
 
 DATA_DOC = (
     "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' "

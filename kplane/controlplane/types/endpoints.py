@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kplane.apimachinery.errors import Cause, field_invalid, field_required
+from kplane.apimachinery.typeschema import array, described, integer, kind_schema, obj, string
 from kplane.apimachinery.validation import is_dns1123_subdomain
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.types.checks import (
@@ -15,7 +16,6 @@ from kplane.controlplane.types.checks import (
 )
 from kplane.controlplane.types.common import OBJECT_REFERENCE
 from kplane.controlplane.types.printing import age_column, name_column
-from kplane.controlplane.types.schema import array, described, integer, kind_schema, obj, string
 
 ENDPOINT_ADDRESS = obj("EndpointAddress is a tuple that describes single IP address.", {
     'hostname': string("The Hostname of this endpoint"),

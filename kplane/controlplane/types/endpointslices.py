@@ -11,6 +11,16 @@ from kplane.apimachinery.errors import (
     field_not_supported,
     field_required,
 )
+from kplane.apimachinery.typeschema import (
+    array,
+    boolean,
+    described,
+    integer,
+    kind_schema,
+    obj,
+    string,
+    string_map,
+)
 from kplane.apimachinery.validation import (
     is_dns1123_label,
     is_dns1123_subdomain,
@@ -28,16 +38,6 @@ from kplane.controlplane.types.checks import (
 )
 from kplane.controlplane.types.common import OBJECT_REFERENCE
 from kplane.controlplane.types.printing import age_column, list_with_more, name_column
-from kplane.controlplane.types.schema import (
-    array,
-    boolean,
-    described,
-    integer,
-    kind_schema,
-    obj,
-    string,
-    string_map,
-)
 
 ENDPOINT_CONDITIONS = obj("EndpointConditions represents the current condition of an endpoint.", {
     'ready': boolean(

@@ -15,12 +15,12 @@ from typing import Any
 
 from kplane.apimachinery.errors import Cause, field_invalid, field_required
 from kplane.apimachinery.table import since
+from kplane.apimachinery.typeschema import described, integer, kind_schema, obj, string, timestamp
 from kplane.apimachinery.validation import is_dns1123_subdomain, is_qualified_name
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.types.checks import immutable
 from kplane.controlplane.types.common import EVENT_SOURCE, OBJECT_REFERENCE
 from kplane.controlplane.types.printing import NAME_DOC, name_of
-from kplane.controlplane.types.schema import described, integer, kind_schema, obj, string, timestamp
 
 CORE_EVENT_SERIES = obj(
     "EventSeries contain information on series of events, i.e. thing that was/is happening "

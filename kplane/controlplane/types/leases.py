@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from kplane.apimachinery.errors import Cause, field_forbidden, field_invalid, field_not_supported
+from kplane.apimachinery.typeschema import described, integer, kind_schema, obj, string, timestamp
 from kplane.apimachinery.validation import is_qualified_name
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.types.printing import age_column, name_column
-from kplane.controlplane.types.schema import described, integer, kind_schema, obj, string, timestamp
 
 LEASE_SPEC = obj("LeaseSpec is a specification of a Lease.", {
     'acquireTime': timestamp("acquireTime is a time when the current lease was acquired."),

@@ -7,10 +7,10 @@ the stored finalizers, as upstream's namespaceStrategy.PrepareForUpdate does.
 from __future__ import annotations
 
 from kplane.apimachinery.errors import Cause, field_invalid
+from kplane.apimachinery.typeschema import array, described, kind_schema, obj, string, timestamp
 from kplane.apimachinery.validation import is_qualified_name
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.types.printing import age_column, name_column
-from kplane.controlplane.types.schema import array, described, kind_schema, obj, string, timestamp
 
 NAMESPACE_SPEC = obj("NamespaceSpec describes the attributes on a Namespace.", {
     'finalizers': array(string(),

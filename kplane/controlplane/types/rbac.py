@@ -12,10 +12,10 @@ from typing import Any
 
 from kplane.apimachinery.errors import Cause, StatusError, field_invalid, field_not_supported, field_required
 from kplane.apimachinery.selectors import label_selector_from_dict
+from kplane.apimachinery.typeschema import array, described, kind_schema, obj, string
 from kplane.apimachinery.validation import is_dns1123_subdomain, is_valid_path_segment_name
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.types.printing import AGE_DOC, age_column, name_column
-from kplane.controlplane.types.schema import array, described, kind_schema, obj, string
 
 GROUP = "rbac.authorization.k8s.io"
 

@@ -20,11 +20,11 @@ from kplane.apimachinery.errors import (
     field_required,
     field_too_long,
 )
+from kplane.apimachinery.typeschema import boolean, kind_schema, string, string_map
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.types.checks import MAX_DATA_SIZE, immutable, key_path, validate_config_keys
 from kplane.controlplane.types.configmaps import validate_immutable_update
 from kplane.controlplane.types.printing import age_column, name_column
-from kplane.controlplane.types.schema import boolean, kind_schema, string, string_map
 
 TYPE_DOC = ("Used to facilitate programmatic handling of secret data. More info: "
             "https://kubernetes.io/docs/concepts/configuration/secret/#secret-types")

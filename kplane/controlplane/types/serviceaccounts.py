@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from kplane.apimachinery.typeschema import array, boolean, kind_schema
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.types.common import LOCAL_OBJECT_REFERENCE, OBJECT_REFERENCE
 from kplane.controlplane.types.printing import age_column, name_column
-from kplane.controlplane.types.schema import array, boolean, kind_schema
 
 SERVICE_ACCOUNT = kind_schema(
     "ServiceAccount binds together: * a name, understood by users, and perhaps by peripheral "

@@ -17,6 +17,17 @@ from kplane.apimachinery.errors import (
     field_not_supported,
     field_required,
 )
+from kplane.apimachinery.typeschema import (
+    array,
+    boolean,
+    described,
+    int_or_string,
+    integer,
+    kind_schema,
+    obj,
+    string,
+    string_map,
+)
 from kplane.apimachinery.validation import go_quote, go_string_slice, is_dns1123_subdomain, validate_labels
 from kplane.apiserver.resource import Obj, ResourceDef
 from kplane.controlplane.types.checks import (
@@ -31,17 +42,6 @@ from kplane.controlplane.types.checks import (
 )
 from kplane.controlplane.types.common import CONDITION
 from kplane.controlplane.types.printing import age_column, format_labels, name_column, string_column
-from kplane.controlplane.types.schema import (
-    array,
-    boolean,
-    described,
-    int_or_string,
-    integer,
-    kind_schema,
-    obj,
-    string,
-    string_map,
-)
 
 CLIENT_IP_CONFIG = obj("ClientIPConfig represents the configurations of Client IP based session affinity.", {
     'timeoutSeconds': integer(

@@ -130,7 +130,7 @@ def described(schema: Schema, description: str) -> Schema:
 def kind_schema(description: str, properties: dict[str, Schema], *, required: list[str] | None = None,
                 metadata_doc: str = METADATA_DOC) -> Schema:
     """A top-level kind: apiVersion, kind and metadata plus the type's own fields."""
-    from kplane.controlplane.types.meta import OBJECT_META  # meta builds on this module
+    from kplane.apimachinery.objectmeta import OBJECT_META  # meta builds on this module
 
     props: dict[str, Schema] = {
         "apiVersion": string(API_VERSION_DOC),

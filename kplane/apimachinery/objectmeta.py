@@ -6,7 +6,7 @@ finalizers merge as a set of strings (patchStrategy merge, no list-type yet).
 
 from __future__ import annotations
 
-from kplane.controlplane.types.schema import (
+from kplane.apimachinery.typeschema import (
                                               array,
                                               boolean,
                                               free_form,
