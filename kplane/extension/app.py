@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ from kplane.extension.resources import ColumnSpec, Declaration, table_columns
 from kplane.extension.schema import as_schema
 
 log = logging.getLogger("kplane.extension")
+_NAMESPACE_TRUST_SECONDS = 5.0
 
 AUTH_CONFIGMAP = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
 
@@ -124,6 +126,7 @@ class ExtensionServer:
         self._actions: list[tuple[ResourceHandle, str, Callable[..., Any]]] = []
         self.server: GenericAPIServer | None = None
         self.client: Client | None = None
+        self._active_namespaces: dict[str, float] = {}  # namespace -> trusted-until (monotonic)
         self.authorizer: DelegatingAuthorizer | None = None
         self.authenticator: DelegatingAuthenticator | None = None
         self.certs: ServingCerts | None = None
@@ -518,6 +521,29 @@ class ExtensionServer:
             store.start_compactor(300.0)
         return store
 
+    async def _check_namespace(self, namespace: str, rdef: Any, name: str) -> None:
+        """NamespaceLifecycle, as upstream's extension servers run it against kube-apiserver: no
+        create in a namespace kplane does not have, or that is being deleted. A namespace seen
+        active is trusted for a few seconds (as an informer's cache would be)."""
+        now = time.monotonic()
+        if self._active_namespaces.get(namespace, 0.0) > now or self.client is None:
+            return
+        try:
+            ns = await self.client.get("v1", "namespaces", namespace)
+        except ApiError as e:
+            if e.code == 404:
+                raise errors.not_found("namespaces", namespace) from None
+            raise errors.internal(f"checking namespace {namespace}: {e}") from None
+        if (ns.get("metadata") or {}).get("deletionTimestamp"):
+            resource = f"{rdef.plural}.{rdef.group}" if rdef.group else rdef.plural
+            err = errors.forbidden(f'{resource} "{name}" is forbidden: unable to create new content in namespace '
+                                   f"{namespace} because it is being terminated", rdef.plural, name, rdef.group)
+            assert err.details is not None
+            err.details["causes"] = [{"reason": "NamespaceTerminating", "field": "metadata.namespace",
+                                      "message": f"namespace {namespace} is being terminated"}]
+            raise err
+        self._active_namespaces[namespace] = now + _NAMESPACE_TRUST_SECONDS
+
     async def start(self, options: Options) -> None:
         self.options = options
         data_dir = options.data_dir or Path.home() / ".kplane" / "extensions" / self.group
@@ -531,6 +557,9 @@ class ExtensionServer:
                                                deny_ttl=options.authorization_deny_ttl,
                                                always_allow=options.authorization_mode == "AlwaysAllow")
         server = self.build(store, self.authenticator, self.authorizer)
+        for registry in server.registries.values():
+            if registry.rdef.namespaced and hasattr(registry, "namespace_check"):
+                registry.namespace_check = self._check_namespace
         advertise = options.advertise_address or advertise_address(options.bind_address)
         server.server_address = f"{advertise}:{options.secure_port}"
         if options.tls_cert_file:

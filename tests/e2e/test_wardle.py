@@ -386,6 +386,13 @@ def test_sdk_metadata_is_object_meta(kubectl: Kubectl, wardle: ExtensionProcess)
     kubectl("delete", "flunder", "meta-check")
 
 
+def test_sdk_refuses_content_in_a_missing_namespace(kubectl: Kubectl, wardle: ExtensionProcess) -> None:
+    flunder = {"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder",
+               "metadata": {"name": "lost", "namespace": "no-such-namespace"}, "spec": {}}
+    r = kubectl("create", "-f", "-", input=json.dumps(flunder), check=False)
+    assert r.returncode != 0 and 'namespaces "no-such-namespace" not found' in r.stderr, r.stderr
+
+
 def test_forged_identity_is_stripped_by_kplane_and_refused_by_wardle(k8s: Any, wardle: ExtensionProcess) -> None:
     client, _ = k8s
     from kubernetes import config
