@@ -26,6 +26,7 @@ from kplane.aggregator.discovery import MergedDiscovery
 from kplane.aggregator.endpoints import EndpointResolver, registry_lookup, registry_slice_lister
 from kplane.aggregator.liveness import BackendLiveness
 from kplane.aggregator.metrics import AggregatorMetrics
+from kplane.aggregator.namespaces import RemoteContent, delete_remote_content
 from kplane.aggregator.openapi import OpenAPIAggregator
 from kplane.aggregator.proxy import Proxy, Target, build_target
 from kplane.aio import cancel_and_wait, wait_for
@@ -81,6 +82,11 @@ class Aggregator:
 
     def apiservices(self) -> list[Obj]:
         return list(self.cache.values())
+
+    async def delete_namespace_content(self, namespace: str) -> RemoteContent:
+        """For the namespace controller: the remote APIServices' content of a terminating
+        namespace, deleted; what is left, and the group-versions that could not be asked."""
+        return await delete_remote_content(namespace, self.apiservices(), self.targets.get, self.proxy)
 
     async def add_crd_group_version(self, group: str, version: str) -> None:
         """For the CRD code: a Local APIService for a CRD's group-version (crdregistration)."""

@@ -425,15 +425,16 @@ class Proxy:
         return out
 
     async def fetch(self, target: Target, path: str, headers: dict[str, str],
-                    user: Any = None) -> tuple[int, dict[str, str], bytes]:
-        """A GET of the aggregator's own (discovery, OpenAPI) as system:kube-aggregator in system:masters."""
+                    user: Any = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+        """A request of the aggregator's own (discovery, OpenAPI; the namespace controller's
+        DELETEs), without a body, as system:kube-aggregator in system:masters."""
         if target.ssl_context is None:
             raise BackendError(target.error or "no transport")
         try:
             ep = self.resolver.resolve(target.namespace, target.service, target.port)
         except ResolveError as e:
             raise BackendError(str(e)) from None
-        lines = [f"GET {path} HTTP/1.1", f"Host: {_host(ep.host, ep.port)}"]
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {_host(ep.host, ep.port)}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         lines += [f"{k}: {v}" for k, v in identity_headers(user or AGGREGATOR_USER)]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")

@@ -109,6 +109,7 @@ class ControlPlane:
                                      requestheader_ca_pem=pki.front_proxy_ca_cert.read_text(),
                                      feature_gates=options.feature_gates)
         self.namespace_controller = NamespaceController(self.server)
+        self.namespace_controller.remote_content = self.aggregator.delete_namespace_content
         self.serviceaccount_controller = ServiceAccountController(self.server)
         assert self.auth.token_issuer is not None
         self.tokens_controller = TokensController(self.server, self.auth.token_issuer, pki.ca_cert.read_bytes())

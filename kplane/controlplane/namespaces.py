@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from kplane.apimachinery import errors
 from kplane.apimachinery.meta import now_rfc3339
@@ -85,6 +86,9 @@ class NamespaceController(Controller):
         super().__init__()
         self.server = server
         self._queue: asyncio.Queue[str] = asyncio.Queue()
+        # (namespace) -> what remote APIServices still hold there after being asked to delete it
+        # (the aggregator's delete_namespace_content); None: no aggregator.
+        self.remote_content: Any = None
 
     async def _run(self) -> None:
         namespaces = self.server.registry("", "v1", "namespaces")
@@ -159,21 +163,35 @@ class NamespaceController(Controller):
                 except errors.StatusError as e:
                     if e.code != 404:
                         raise
-        await self._report(ns, held, by_finalizer)
-        if remaining:
-            return False
+        failed: list[str] = []
+        if self.remote_content is not None:
+            remote = await self.remote_content(name)
+            for resource, count in remote.remaining.items():
+                held[resource] = held.get(resource, 0) + count
+                remaining += count
+            failed = remote.failed
+        await self._report(ns, held, by_finalizer, failed)
+        if remaining or failed:
+            return False  # upstream too keeps a namespace Terminating while a group cannot be asked
         ns = await namespaces.get("", name)  # as _report left it
         ns["spec"]["finalizers"] = [f for f in ns["spec"]["finalizers"] if f != "kubernetes"]
         await namespaces.update("", name, ns, WriteOptions(field_manager="kplane-namespace-controller",
                                                            subresource="finalize"))
         return True
 
-    async def _report(self, ns: dict, held: dict[str, int], by_finalizer: dict[str, int]) -> None:
+    async def _report(self, ns: dict, held: dict[str, int], by_finalizer: dict[str, int],
+                      failed: list[str]) -> None:
         """The deletion's status conditions, as upstream's namespace controller writes them, so
         that `kubectl get ns -o yaml` says what a terminating namespace waits for."""
         now = now_rfc3339()
         wanted = {t: {"type": t, "status": "False", "lastTransitionTime": now, "reason": reason, "message": msg}
                   for t, (reason, msg) in _OK_CONDITIONS.items()}
+        if failed:
+            listed = ", ".join(f"{gv}: the server is currently unable to handle the request" for gv in sorted(failed))
+            wanted["NamespaceDeletionDiscoveryFailure"].update(
+                status="True", reason="DiscoveryFailed",
+                message=f"Discovery failed for some groups, {len(failed)} failing: unable to retrieve the "
+                        f"complete list of server APIs: {listed}")
         if held:
             listed = ", ".join(sorted(f"{r} has {n} resource instances" for r, n in held.items()))
             wanted["NamespaceContentRemaining"].update(

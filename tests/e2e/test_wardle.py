@@ -386,6 +386,19 @@ def test_sdk_metadata_is_object_meta(kubectl: Kubectl, wardle: ExtensionProcess)
     kubectl("delete", "flunder", "meta-check")
 
 
+def test_namespace_deletion_removes_aggregated_content(kubectl: Kubectl, wardle: ExtensionProcess) -> None:
+    """As upstream's namespace controller: the content on extension servers goes too, and the
+    namespace stays Terminating until it has."""
+    kubectl("create", "namespace", "agg-doomed")
+    flunder = {"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder",
+               "metadata": {"name": "inside", "namespace": "agg-doomed"}, "spec": {}}
+    kubectl("create", "-f", "-", input=json.dumps(flunder))
+    kubectl("delete", "namespace", "agg-doomed", "--timeout=30s")
+    assert kubectl("get", "namespace", "agg-doomed", check=False).returncode != 0
+    r = kubectl("get", "flunders", "-n", "agg-doomed", "-o", "json")
+    assert json.loads(r.stdout)["items"] == []
+
+
 def test_sdk_refuses_content_in_a_missing_namespace(kubectl: Kubectl, wardle: ExtensionProcess) -> None:
     flunder = {"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder",
                "metadata": {"name": "lost", "namespace": "no-such-namespace"}, "spec": {}}
