@@ -508,6 +508,7 @@ class _Paths:
 
     def __init__(self, v3: bool):
         self.v3 = v3
+        self.kinds: dict[tuple[str, str], str] = {}  # (group-version path, plural) -> kind
         self.prefix = "#/components/schemas/" if v3 else "#/definitions/"
         self.paths: dict[str, Schema] = {}
 
@@ -560,12 +561,32 @@ class _Paths:
         if path_params:
             item["parameters"] = path_params
 
+    def _add_subresource_def(self, rdef: ResourceDef, base: str, ns_path: str, prefix: str, scoped: str,
+                             name: str, gvk: dict[str, str]) -> None:
+        """A create-only subresource with a def of its own (TokenRequest at serviceaccounts/token):
+        POST .../<parent>/{name}/<sub>, named as upstream (createCoreV1NamespacedServiceAccountToken)."""
+        parent, sub = rdef.plural.split("/", 1)
+        parent_kind = self.kinds.get((base.lstrip("/"), parent), parent.capitalize())
+        params = [_path_param("name", f"name of the {rdef.kind}", self.v3)]
+        if rdef.namespaced:
+            params.append(_path_param("namespace", "object name and auth scope, such as for teams and projects",
+                                      self.v3))
+        if "create" in rdef.verbs:
+            self.add(f"{ns_path}/{parent}/{{name}}/{sub}", "post", self.operation(
+                rdef, action="post", op_id=f"create{prefix}{scoped}{parent_kind}{sub.capitalize()}",
+                params=_WRITE_PARAMS, body=name, description=f"create {rdef.kind} of a {parent_kind}",
+                response=name, codes={"200": "OK", "201": "Created", "202": "Accepted"}, gvk=gvk),
+                params + [_query_param("pretty", self.v3)])
+
     def add_resource(self, rdef: ResourceDef, base: str) -> None:
         name = schema_name(rdef)
         gvk = _gvk(rdef.group, rdef.version, rdef.kind)
         kind, prefix, verbs = rdef.kind, _op_prefix(rdef), set(rdef.verbs)
         scoped = "Namespaced" if rdef.namespaced else ""
         ns_path = f"{base}/namespaces/{{namespace}}" if rdef.namespaced else base
+        if "/" in rdef.plural:
+            self._add_subresource_def(rdef, base, ns_path, prefix, scoped, name, gvk)
+            return
         collection, item = f"{ns_path}/{rdef.plural}", f"{ns_path}/{rdef.plural}/{{name}}"
         pretty = _query_param("pretty", self.v3)
         ns_param = [_path_param("namespace", "object name and auth scope, such as for teams and projects",
@@ -685,6 +706,8 @@ def _article(kind: str) -> str:
 
 def _paths(defs: list[ResourceDef], v3: bool) -> dict[str, Schema]:
     builder = _Paths(v3)
+    # A subresource served by its own def (serviceaccounts/token) is named after its parent's kind.
+    builder.kinds = {(group_version_path(d), d.plural): d.kind for d in defs if "/" not in d.plural}
     seen_gv: set[str] = set()
     for rdef in sorted(defs, key=lambda d: (group_version_path(d), d.plural)):
         base = "/" + group_version_path(rdef)

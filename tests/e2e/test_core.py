@@ -313,6 +313,13 @@ def test_api_resources_and_explain(kubectl):
         assert res in out
     explain = kubectl("explain", "configmap.data")
     assert "FIELD: data" in explain and "map[string]string" in explain
+    # TokenRequest is a subresource of a named ServiceAccount in the published paths too.
+    for doc in (json.loads(kubectl("get", "--raw", "/openapi/v3/api/v1")),
+                json.loads(kubectl("get", "--raw", "/openapi/v2"))):
+        paths = doc["paths"]
+        token = paths["/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"]["post"]
+        assert token["operationId"] == "createCoreV1NamespacedServiceAccountToken"
+        assert "/api/v1/namespaces/{namespace}/serviceaccounts/token" not in paths
 
 
 def test_unknown_fields_strict_and_warn(kubectl):
