@@ -208,7 +208,7 @@ class Exchange:
             raise _Broken
         bodiless = code in (204, 304)  # no body, whatever the headers say (RFC 9110 6.4.1)
         out = [b"HTTP/1.1 " + rest]
-        length, chunked, has_date, has_server = -1, False, False, False
+        length, chunked, has_date, has_server, has_cache_control = -1, False, False, False, False
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if not sep:
@@ -229,6 +229,7 @@ class Exchange:
                 continue
             has_date = has_date or lname == b"date"
             has_server = has_server or lname == b"server"
+            has_cache_control = has_cache_control or lname == b"cache-control"
             out.append(line)
         if version == b"HTTP/1.0":
             self.backend_keep_alive = False
@@ -247,6 +248,8 @@ class Exchange:
             out.append(b"Date: " + rfc822_formatted_time().encode())
         if not has_server:
             out.append(b"Server: " + SERVER_SOFTWARE.encode())
+        if not has_cache_control:  # as the ordinary path's WithCacheControl
+            out.append(b"Cache-Control: no-cache, private")
         if not self.keep_alive:
             out.append(b"Connection: close")
         out.append(b"Audit-Id: " + self.audit_id.encode("latin-1", "replace"))

@@ -226,8 +226,15 @@ class GenericAPIServer:
 
     async def _on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         audit_id_value = request.get("audit_id")
+        headers = response.headers
         if audit_id_value:
-            response.headers[HEADER_AUDIT_ID] = audit_id_value
+            headers[HEADER_AUDIT_ID] = audit_id_value
+        # kube-apiserver's WithCacheControl (nothing it answers is for shared caches) and the
+        # nosniff its response writers set.
+        if "Cache-Control" not in headers:
+            headers["Cache-Control"] = "no-cache, private"
+        if "X-Content-Type-Options" not in headers:
+            headers["X-Content-Type-Options"] = "nosniff"
         if self.audit is not None:
             self.audit.response_started(request, response)
 

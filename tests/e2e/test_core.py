@@ -294,6 +294,21 @@ def test_watch_and_table_request_errors_are_clean_statuses(kp):
     assert code == 200
 
 
+def test_api_answers_are_not_for_shared_caches(kp):
+    import urllib.error
+    import urllib.request
+
+    for path in ("/api/v1/namespaces/default/configmaps", "/api/v1/namespaces/default/secrets/absent", "/api"):
+        req = urllib.request.Request(f"{kp.url}{path}", headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=admin_ssl(kp), timeout=10) as resp:
+                headers = resp.headers
+        except urllib.error.HTTPError as e:
+            headers = e.headers
+        assert headers["Cache-Control"] == "no-cache, private", path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+
+
 def test_watch_too_old_resource_version_is_gone(kp, api):
     import urllib.request
 
