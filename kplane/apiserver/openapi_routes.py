@@ -4,6 +4,7 @@ Documents are regenerated only when the set of definitions changes."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -25,11 +26,32 @@ def v2_response(request: web.Request, doc_json: bytes, encodings: openapi_proto.
     return web.Response(body=doc_json, content_type="application/json", headers=headers)
 
 
+def v3_document_response(request: web.Request, gv: str, doc: bytes, doc_hash: str) -> web.Response:
+    """One /openapi/v3 document as kube-openapi's handler3 serves it: ETag (the hash), 304 for a
+    matching If-None-Match, a 301 to the current hash for a stale ?hash=, cacheable for a year
+    when the hash matches, 406 for a media type other than JSON (protobuf is not served)."""
+    accept = request.headers.get("Accept", "")
+    if accept and not any(t.split(";")[0].strip() in ("application/json", "*/*", "application/*", "")
+                          for t in accept.split(",")):
+        raise errors.not_acceptable("only the following media types are accepted: application/json")
+    headers = {"Etag": f'"{doc_hash}"', "Vary": "Accept"}
+    asked = request.query.get("hash")
+    if asked is not None and asked != doc_hash:
+        headers["Location"] = f"/openapi/v3/{gv}?hash={doc_hash}"
+        return web.Response(status=301, headers=headers)
+    if asked is not None:
+        headers["Cache-Control"] = "public, immutable"
+        headers["Expires"] = (datetime.now(UTC) + timedelta(days=365)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    if request.headers.get("If-None-Match", "").strip('"') == doc_hash:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=doc, content_type="application/json", headers=headers)
+
+
 class OpenAPIService:
     def __init__(self, server: GenericAPIServer):
         self.server = server
         self._v2: bytes | None = None
-        self._v3_docs: dict[str, bytes] | None = None
+        self._v3_docs: dict[str, tuple[bytes, str]] | None = None  # path -> (JSON, hash)
         self._v3_index: bytes | None = None
         self._v2_encodings = openapi_proto.Encodings()
         server.on_defs_changed.append(self.invalidate)
@@ -44,13 +66,14 @@ class OpenAPIService:
             self._v2 = orjson.dumps(openapi.openapi_v2(self.server.defs, self.server.version_info["gitVersion"]))
         return self._v2
 
-    def v3_documents(self) -> dict[str, bytes]:
+    def v3_documents(self) -> dict[str, tuple[bytes, str]]:
         if self._v3_docs is None:
             by_gv: dict[str, list[Any]] = {}
             for d in self.server.defs:
                 path = f"apis/{d.group}/{d.version}" if d.group else f"api/{d.version}"
                 by_gv.setdefault(path, []).append(d)
-            self._v3_docs = {p: orjson.dumps(openapi.openapi_v3_document(defs)) for p, defs in by_gv.items()}
+            docs = {p: openapi.openapi_v3_document(defs) for p, defs in by_gv.items()}
+            self._v3_docs = {p: (orjson.dumps(doc), openapi.document_hash(doc)) for p, doc in docs.items()}
         return self._v3_docs
 
     def v3_index(self) -> bytes:
@@ -65,11 +88,11 @@ class OpenAPIService:
         path = request.path.rstrip("/")
         if path == "/openapi/v3":
             return web.Response(body=self.v3_index(), content_type="application/json")
-        doc = self.v3_documents().get(path[len("/openapi/v3/"):])
-        if doc is None:
+        gv = path[len("/openapi/v3/"):]
+        found = self.v3_documents().get(gv)
+        if found is None:
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource", {})
-        headers = {"Cache-Control": "public, immutable"} if request.query.get("hash") else {}
-        return web.Response(body=doc, content_type="application/json", headers=headers)
+        return v3_document_response(request, gv, *found)
 
 
 def install_openapi(server: GenericAPIServer) -> OpenAPIService:

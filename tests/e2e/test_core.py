@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -292,6 +293,36 @@ def test_watch_and_table_request_errors_are_clean_statuses(kp):
     code, _ = get("/api/v1/namespaces/default/configmaps",
                   "application/json;as=Foo;v=v1;g=meta.k8s.io, application/json")
     assert code == 200
+
+
+def test_openapi_v3_documents_cache_as_upstream(kp, kubectl):
+    import urllib.error
+    import urllib.request
+
+    index = json.loads(kubectl("get", "--raw", "/openapi/v3"))
+    url = index["paths"]["api/v1"]["serverRelativeURL"]
+    doc_hash = url.split("hash=")[1]
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kw):  # type: ignore[no-untyped-def]
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=admin_ssl(kp)))
+
+    def get(path: str, **headers: str) -> tuple[int, Any]:
+        try:
+            with opener.open(urllib.request.Request(f"{kp.url}{path}", headers=headers), timeout=10) as resp:
+                return resp.status, resp.headers
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers
+
+    code, headers = get(url)
+    assert code == 200 and headers["Etag"] == f'"{doc_hash}"' and headers["Cache-Control"] == "public, immutable"
+    assert headers["Expires"]
+    assert get("/openapi/v3/api/v1", **{"If-None-Match": f'"{doc_hash}"'})[0] == 304
+    code, headers = get("/openapi/v3/api/v1?hash=0BSOLETE")
+    assert code == 301 and headers["Location"] == url
+    assert get("/openapi/v3/api/v1", Accept="application/xml")[0] == 406
 
 
 def test_api_answers_are_not_for_shared_caches(kp):
