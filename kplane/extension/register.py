@@ -7,8 +7,9 @@
   insecureSkipTLSVerify) and the group/version priorities;
 - the grants an extension server needs for its own identity: a
   ClusterRoleBinding to system:auth-delegator (TokenReview,
-  SubjectAccessReview) and a RoleBinding in kube-system to
-  extension-apiserver-authentication-reader.
+  SubjectAccessReview), a RoleBinding in kube-system to
+  extension-apiserver-authentication-reader, and reading namespaces
+  (NamespaceLifecycle) through a ClusterRole of its own.
 
 Running it again (a restart) updates caBundle, ports and addresses in place.
 `register_url` / `run_register` are the `kplane register` command for servers
@@ -110,7 +111,16 @@ def subject_for(username: str) -> Obj:
 
 
 def rbac_objects(reg: Registration) -> list[tuple[str, Obj]]:
+    reader = f"{reg.name}:namespace-reader"
     return [
+        # NamespaceLifecycle reads namespaces (upstream's sample-apiserver grants the same).
+        ("clusterroles", {
+            "apiVersion": RBAC, "kind": "ClusterRole", "metadata": {"name": reader},
+            "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]}),
+        ("clusterrolebindings", {
+            "apiVersion": RBAC, "kind": "ClusterRoleBinding", "metadata": {"name": reader},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": reader},
+            "subjects": reg.subjects}),
         ("clusterrolebindings", {
             "apiVersion": RBAC, "kind": "ClusterRoleBinding",
             "metadata": {"name": f"{reg.name}:system:auth-delegator"},

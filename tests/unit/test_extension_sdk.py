@@ -484,8 +484,10 @@ async def test_register_is_idempotent_against_a_fake_api() -> None:
                      "wardle-auth-reader"]
         assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                  "name": "extension-apiserver-authentication-reader"}
+        role = objects["/apis/rbac.authorization.k8s.io/v1/clusterroles/wardle:namespace-reader"]
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]
         writes = [c for c in calls if c[0] in ("POST", "PUT") and "selfsubject" not in c[1]]
-        assert len(writes) == 6  # ns, svc, ep, crb, rb, apiservice
+        assert len(writes) == 8  # ns, svc, ep, clusterrole + its binding, crb, rb, apiservice
         calls.clear()
         await register(client, Registration(group="wardle.example.com", versions=["v1alpha1"], port=8443,
                                             ca_bundle=b"A"))
