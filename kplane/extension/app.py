@@ -182,6 +182,9 @@ class ExtensionServer:
             if any(h.rdef.kind == kind and h.rdef.version == rdef.version for h in self.all_handles):
                 raise ValueError(f"{kind} is declared twice in {rdef.version}")
             handle.admission = first.admission  # one set of admission hooks for every version of a kind
+            # As a CRD's names, short names and categories belong to the kind, not one version.
+            rdef.short_names = rdef.short_names or list(first.rdef.short_names)
+            rdef.categories = rdef.categories or list(first.rdef.categories)
         else:
             self.handles[kind] = handle
             self.handles[plural] = handle

@@ -548,3 +548,18 @@ async def test_auth_configmap_configures_requestheader_and_client_ca(tmp_path: P
     finally:
         await app.client.close()
         await runner.cleanup()
+
+
+def test_a_second_version_shares_the_kinds_short_names_and_categories() -> None:
+    app = ExtensionServer(group="names.example.com", version="v1")
+
+    @resource(app, kind="Thing", plural="things", short_names=["th"], categories=["stuff"], storage=True)
+    class Thing:
+        a: str = ""
+
+    @resource(app, kind="Thing", plural="things", version="v1beta1")
+    class ThingV1beta1:
+        a: str = ""
+
+    defs = {h.rdef.version: h.rdef for h in app.all_handles}
+    assert defs["v1beta1"].short_names == ["th"] and defs["v1beta1"].categories == ["stuff"]
