@@ -711,7 +711,10 @@ def server_side_apply(live: Obj | None, applied: Obj, *, manager: str, force: bo
         merged = _prune(merged, previous.fields, managers, schema)
 
     diff = compare(live_obj, merged, schema)
-    _take_ownership(managers, applier, _filter(diff.changed, ignored), force)
+    # kubectl's first server-side apply of an object it applied client-side takes over what its
+    # last-applied configuration still says (upstream's lastAppliedManager).
+    transferable = _last_applied_fields(live_obj, schema) if manager == KUBECTL_MANAGER else set()
+    _take_ownership(managers, applier, _filter(diff.changed, ignored), force, transferable)
     removed = _filter(diff.removed, ignored)
     for entry in managers.values():
         if entry is not applier:
@@ -721,7 +724,45 @@ def server_side_apply(live: Obj | None, applied: Obj, *, manager: str, force: bo
         applier.time = now
     _check_name(merged, name, kind, live is None)
     _set_managed_fields(merged, managers)
+    if manager == KUBECTL_MANAGER:
+        _update_last_applied(merged, applied)
     return merged
+
+
+KUBECTL_MANAGER = "kubectl"  # kubectl apply --server-side's field manager
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _last_applied_fields(live: Obj, schema: Schema | None) -> FieldSet:
+    """The fields the last-applied annotation (kubectl's client-side apply) names with the value
+    the object still has: what the client-side applier set and nobody has changed since."""
+    raw = ((live.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if not raw:
+        return set()
+    try:
+        last = json.loads(raw)
+        if not isinstance(last, dict):
+            return set()
+        named = fields_of(last, schema)
+        changed = compare(last, live, schema)
+    except (ValueError, _TypeMismatch):
+        return set()
+    return named - changed.modified - changed.removed
+
+
+def _update_last_applied(merged: Obj, applied: Obj) -> None:
+    """Upstream's lastAppliedUpdater: where the annotation exists, kubectl's server-side apply
+    rewrites it to the configuration just applied, so a later client-side apply merges right."""
+    annotations = (merged.get("metadata") or {}).get("annotations")
+    if not annotations or LAST_APPLIED not in annotations:
+        return
+    config = copy.deepcopy(applied)
+    meta = config.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict):
+        meta["annotations"].pop(LAST_APPLIED, None)
+        if not meta["annotations"]:
+            del meta["annotations"]
+    annotations[LAST_APPLIED] = json.dumps(config, sort_keys=True, separators=(",", ":")) + "\n"
 
 
 def _check_applied(applied: Any, api_version: str, kind: str) -> None:
@@ -762,11 +803,14 @@ def _prune(merged: Obj, last: FieldSet, managers: Managers, schema: Schema | Non
     return merged
 
 
-def _take_ownership(managers: Managers, applier: _Entry, changed: FieldSet, force: bool) -> None:
+def _take_ownership(managers: Managers, applier: _Entry, changed: FieldSet, force: bool,
+                    transferable: FieldSet = frozenset()) -> None:  # type: ignore[assignment]
     conflicts = {key: entry.fields & changed for key, entry in managers.items()
                  if entry is not applier and entry.fields & changed}
     if conflicts and not force:
-        raise _conflict_error([(managers[key], paths) for key, paths in sorted(conflicts.items())])
+        left = {key: paths - transferable for key, paths in conflicts.items() if paths - transferable}
+        if left:  # conflicts the last-applied configuration cannot explain stand
+            raise _conflict_error([(managers[key], paths) for key, paths in sorted(left.items())])
     for key, paths in conflicts.items():
         managers[key].fields -= paths
 

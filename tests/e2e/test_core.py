@@ -89,6 +89,28 @@ def test_apply_client_side_and_server_side(kubectl, api):
     assert json.loads(kubectl("get", "cm", "ssa", "-o", "json"))["data"] == {"k": "other"}
 
 
+def test_switching_from_client_side_to_server_side_apply(kubectl):
+    """Upstream's documented upgrade: kubectl apply, then kubectl apply --server-side with a changed
+    manifest takes over what the last-applied configuration names, without conflicts."""
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "csa-to-ssa", "namespace": "default"},
+                "data": {"a": "1", "b": "x"}}
+    apply(kubectl, manifest)
+    manifest["data"]["a"] = "2"
+    out = apply(kubectl, manifest, "--server-side")
+    assert "serverside-applied" in out
+    got = kubectl.json("get", "cm", "csa-to-ssa", "--show-managed-fields")
+    assert got["data"] == {"a": "2", "b": "x"}
+    last = json.loads(got["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"])
+    assert last["data"] == {"a": "2", "b": "x"}  # rewritten to what was applied
+    owners = {m["manager"]: m for m in got["metadata"]["managedFields"]}
+    assert "f:a" in owners["kubectl"]["fieldsV1"]["f:data"]
+    # Another manager's change since the client-side apply still conflicts.
+    kubectl("patch", "cm", "csa-to-ssa", "--type=merge", "-p", '{"data":{"b":"changed"}}')
+    manifest["data"]["b"] = "y"
+    r = kubectl.run("apply", "--server-side", "-f", "-", input=json.dumps(manifest), check=False)
+    assert r.returncode != 0 and "conflict" in r.stderr
+
+
 def test_server_side_apply_of_a_service_port_without_protocol(kubectl):
     manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ssa-web", "namespace": "default"},
                 "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
