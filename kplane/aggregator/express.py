@@ -37,10 +37,11 @@ _MAX_IDLE_PER_KEY = 256
 _MAX_DIALS_PER_KEY = 4  # connections being opened at once for one backend
 _PAUSE_ABOVE = 1024 * 1024  # stop reading the backend while this much waits for a slow client
 _CONNECT_TIMEOUT = 10.0
-# Response headers not passed on: hop-by-hop (RFC 7230 6.1) and the framing this lane writes itself.
-_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
-                   b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-                   b"content-length"))
+# Response headers not passed on, by either lane: hop-by-hop (RFC 7230 6.1) and the framing the
+# proxy writes itself.
+DROP_RESPONSE = frozenset(("connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+                           "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "content-length"))
+_DROP = frozenset(name.encode() for name in DROP_RESPONSE)  # as this lane reads them, in bytes
 
 
 class BackendConnection(asyncio.Protocol):

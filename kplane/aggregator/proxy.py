@@ -25,7 +25,7 @@ from multidict import CIMultiDict
 
 from kplane.aggregator import apiservice as apis
 from kplane.aggregator.endpoints import EndpointResolver, ResolveError
-from kplane.aggregator.express import Exchange, ExpressPool
+from kplane.aggregator.express import DROP_RESPONSE, Exchange, ExpressPool
 from kplane.aggregator.httpclient import BackendError, Pool, Response, _EarlyEOF, read_head
 from kplane.aggregator.metrics import AggregatorMetrics
 from kplane.apiserver import onewrite
@@ -39,9 +39,6 @@ _DROP_REQUEST = frozenset((
     "trailer", "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-remote-user",
     "x-remote-uid", "x-remote-group", "x-forwarded-for"))
 _DROP_PREFIXES = ("x-remote-extra-", "impersonate-")
-_DROP_RESPONSE = frozenset((
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "transfer-encoding", "upgrade", "content-length"))
 
 # Request bodies up to this size are read first (retry-safe); larger ones are streamed to the backend,
 # which alone decides how large a body it takes (below aiohttp's client_max_size, which read() enforces).
@@ -83,16 +80,8 @@ def request_head(method: str, raw_path: str, headers: Any, host: str, port: int,
                  upgrade: bool = False) -> list[str]:
     """The request line and headers sent to the backend (no framing headers: the caller adds them)."""
     lines = [f"{method} {raw_path} HTTP/1.1", f"Host: {_host(host, port)}"]
-    forwarded_for = []
-    for name, value in headers.items():  # forward_headers, in the same pass as X-Forwarded-For
-        lname = name.lower()
-        if lname in _DROP_REQUEST or lname.startswith(_DROP_PREFIXES):
-            if lname == "x-forwarded-for":
-                forwarded_for.append(value)
-            elif upgrade and lname in ("connection", "upgrade"):
-                lines.append(f"{name}: {value}")
-            continue
-        lines.append(f"{name}: {value}")
+    kept, forwarded_for = forward_headers(headers, upgrade)
+    lines += [f"{name}: {value}" for name, value in kept]
     lines += _identity_lines(user)
     if remote:
         # As Go's ReverseProxy: the caller's address appended to what earlier proxies said.
@@ -117,17 +106,21 @@ def _identity_lines(user: Any) -> list[str]:
     return lines
 
 
-def forward_headers(headers: Any, upgrade: bool = False) -> list[tuple[str, str]]:
-    """The caller's headers minus hop-by-hop, credentials and identity claims."""
+def forward_headers(headers: Any, upgrade: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
+    """The caller's headers minus hop-by-hop, credentials and identity claims; and, in the same
+    pass, the X-Forwarded-For values earlier proxies set."""
     out: list[tuple[str, str]] = []
+    forwarded_for: list[str] = []
     for name, value in headers.items():
         lname = name.lower()
         if lname in _DROP_REQUEST or lname.startswith(_DROP_PREFIXES):
-            if upgrade and lname in ("connection", "upgrade"):
+            if lname == "x-forwarded-for":
+                forwarded_for.append(value)
+            elif upgrade and lname in ("connection", "upgrade"):
                 out.append((name, value))
             continue
         out.append((name, value))
-    return out
+    return out, forwarded_for
 
 
 @dataclass
@@ -333,7 +326,7 @@ class Proxy:
         return await self._respond(request, resp)
 
     async def _respond(self, request: web.Request, resp: Response) -> web.StreamResponse:
-        headers = CIMultiDict((n, v) for n, v in resp.headers if n.lower() not in _DROP_RESPONSE)
+        headers = CIMultiDict((n, v) for n, v in resp.headers if n.lower() not in DROP_RESPONSE)
         if resp.bounded and (resp.length or 0) <= _BUFFER_RESPONSE_LIMIT:
             try:
                 data = await resp.read()

@@ -110,6 +110,17 @@ def forbidden(message: str, resource: str = "", name: str = "", group: str = "")
     return StatusError(403, "Forbidden", message, details)
 
 
+def namespace_terminating(resource: str, group: str, name: str, namespace: str) -> StatusError:
+    """NamespaceLifecycle's refusal (admission.NewForbidden about the object, with its cause)."""
+    qualified = f"{resource}.{group}" if group else resource
+    err = forbidden(f'{qualified} "{name}" is forbidden: unable to create new content in namespace {namespace} '
+                    "because it is being terminated", resource, name, group)
+    assert err.details is not None
+    err.details["causes"] = [{"reason": "NamespaceTerminating", "field": "metadata.namespace",
+                              "message": f"namespace {namespace} is being terminated"}]
+    return err
+
+
 def method_not_allowed(message: str = "the server does not allow this method on the requested resource"
                        ) -> StatusError:
     return StatusError(405, "MethodNotAllowed", message)

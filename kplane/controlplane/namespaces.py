@@ -36,14 +36,7 @@ def install_lifecycle(server: GenericAPIServer) -> None:
         else:
             obj = hit[1]
         if obj.get("metadata", {}).get("deletionTimestamp"):
-            # NamespaceLifecycle's admission.NewForbidden, about the object refused, plus its cause.
-            resource = f"{rdef.plural}.{rdef.group}" if rdef.group else rdef.plural
-            err = errors.forbidden(f'{resource} "{name}" is forbidden: unable to create new content in namespace '
-                                   f"{namespace} because it is being terminated", rdef.plural, name, rdef.group)
-            err.details["causes"] = [
-                {"reason": "NamespaceTerminating", "message": f"namespace {namespace} is being terminated",
-                 "field": "metadata.namespace"}]
-            raise err
+            raise errors.namespace_terminating(rdef.plural, rdef.group, name, namespace)
 
     for reg in server.registries.values():
         if reg.rdef.namespaced:

@@ -538,13 +538,7 @@ class ExtensionServer:
                 raise errors.not_found("namespaces", namespace) from None
             raise errors.internal(f"checking namespace {namespace}: {e}") from None
         if (ns.get("metadata") or {}).get("deletionTimestamp"):
-            resource = f"{rdef.plural}.{rdef.group}" if rdef.group else rdef.plural
-            err = errors.forbidden(f'{resource} "{name}" is forbidden: unable to create new content in namespace '
-                                   f"{namespace} because it is being terminated", rdef.plural, name, rdef.group)
-            assert err.details is not None
-            err.details["causes"] = [{"reason": "NamespaceTerminating", "field": "metadata.namespace",
-                                      "message": f"namespace {namespace} is being terminated"}]
-            raise err
+            raise errors.namespace_terminating(rdef.plural, rdef.group, name, namespace)
         self._active_namespaces[namespace] = now + _NAMESPACE_TRUST_SECONDS
 
     async def start(self, options: Options) -> None:
