@@ -4,28 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kplane.apimachinery import errors
-from kplane.apiserver.registry import ListOptions, Registry, WriteOptions, decode_stored
-from kplane.controlplane.types import builtin_resources
-from kplane.storage.cacher import Cacher
-from kplane.storage.sqlite import SQLiteStore
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
-    store = SQLiteStore(str(tmp_path / "kplane.db"))
-    rdef = next(r for r in builtin_resources() if r.plural == "configmaps")
-    cacher = Cacher(store, rdef.key_prefix(), decode_stored)
-    await cacher.start()
-    yield Registry(rdef, store, cacher)
-    await cacher.stop()
-    await store.close()
+from kplane.apiserver.registry import ListOptions, Registry, WriteOptions
 
 
 def configmap(name: str) -> dict[str, Any]:

@@ -4,8 +4,6 @@ give the store's answer, also when the cache is stale."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,9 +11,6 @@ import pytest
 
 from kplane.apimachinery import errors
 from kplane.apiserver.registry import Registry, WriteOptions, decode_stored
-from kplane.controlplane.types import builtin_resources
-from kplane.storage.cacher import Cacher
-from kplane.storage.sqlite import SQLiteStore
 
 KEY = "/registry/configmaps/default/cm"
 
@@ -25,17 +20,6 @@ def configmap(value: str, rv: str = "") -> dict[str, Any]:
     if rv:
         meta["resourceVersion"] = rv
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"k": value}}
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
-    store = SQLiteStore(str(tmp_path / "kplane.db"))
-    rdef = next(r for r in builtin_resources() if r.plural == "configmaps")
-    cacher = Cacher(store, rdef.key_prefix(), decode_stored)
-    await cacher.start()
-    yield Registry(rdef, store, cacher)
-    await cacher.stop()
-    await store.close()
 
 
 def opts(**kw: Any) -> WriteOptions:
