@@ -29,6 +29,7 @@ from kplane.aggregator.express import DROP_RESPONSE, Exchange, ExpressPool
 from kplane.aggregator.httpclient import BackendError, Pool, Response, _EarlyEOF, read_head
 from kplane.aggregator.metrics import AggregatorMetrics
 from kplane.apiserver import onewrite
+from kplane.apiserver.handlers import client_gone
 
 log = logging.getLogger("kplane.aggregator.proxy")
 
@@ -471,9 +472,5 @@ def _abort_client(request: web.Request) -> None:
 
 async def _watch_client(request: web.Request, resp: Response) -> None:
     """A long-running response ends when its client goes away, even while the backend is silent."""
-    while True:
-        await asyncio.sleep(_WATCHDOG_INTERVAL)
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            resp.abort()
-            return
+    await client_gone(request, _WATCHDOG_INTERVAL)
+    resp.abort()

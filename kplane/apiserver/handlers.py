@@ -462,14 +462,20 @@ def _watch_timeout(query: Any) -> float:
 _CLIENT_CHECK_INTERVAL = 2.0
 
 
-async def _end_when_client_leaves(request: web.Request, watcher: asyncio.Task | None) -> None:
+async def client_gone(request: web.Request, interval: float) -> None:
+    """Return once the request's connection has closed (checked every `interval` seconds): a
+    long-running response that writes nothing for a while would notice only at its next write."""
     while True:
-        await asyncio.sleep(_CLIENT_CHECK_INTERVAL)
+        await asyncio.sleep(interval)
         transport = request.transport
         if transport is None or transport.is_closing():
-            if watcher is not None:
-                watcher.cancel()
             return
+
+
+async def _end_when_client_leaves(request: web.Request, watcher: asyncio.Task | None) -> None:
+    await client_gone(request, _CLIENT_CHECK_INTERVAL)
+    if watcher is not None:
+        watcher.cancel()
 
 
 def _include_object(query: Any, choice: negotiation.MediaChoice) -> str:
