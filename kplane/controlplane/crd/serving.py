@@ -189,17 +189,21 @@ def build_defs(crd: Obj, converter: Any) -> list[tuple[ResourceDef, Obj | None, 
     names = (crd.get("status") or {}).get("acceptedNames") or spec.get("names") or {}
     group = spec.get("group", "")
     storage = storage_version(crd)
-    # Each version's structural schema, or None where unknown fields are kept (no schema to prune by).
-    coercion = {v["name"]: None if spec.get("preserveUnknownFields") or not (v.get("schema") or {}).get(
-                    "openAPIV3Schema") else object_schema(v["schema"]["openAPIV3Schema"])
-                for v in crd_versions(crd) if v.get("name")}
+    schemas: dict[str, Obj] = {}  # each version's structural schema
+    coercion: dict[str, Obj | None] = {}  # ... or None where unknown fields are kept (nothing to prune by)
+    preserved: dict[str, bool] = {}
+    for v in crd_versions(crd):
+        if v.get("name"):
+            open_api = (v.get("schema") or {}).get("openAPIV3Schema")
+            preserved[v["name"]] = bool(spec.get("preserveUnknownFields")) or open_api is None
+            schemas[v["name"]] = object_schema(open_api)
+            coercion[v["name"]] = None if preserved[v["name"]] else schemas[v["name"]]
     out = []
     for v in crd_versions(crd):
         if not v.get("served"):
             continue
         vname = v["name"]
-        open_api = (v.get("schema") or {}).get("openAPIV3Schema")
-        schema = object_schema(open_api)
+        schema = schemas[vname]
         subs = v.get("subresources") or {}
         subresources = [s for s in ("status", "scale") if isinstance(subs.get(s), dict)]
         cel_validator = Validator(schema) if has_rules(schema) else None
@@ -229,8 +233,7 @@ def build_defs(crd: Obj, converter: Any) -> list[tuple[ResourceDef, Obj | None, 
         )
         rdef.crd_scale = subs.get("scale") if isinstance(subs.get("scale"), dict) else None  # type: ignore[attr-defined]
         rdef.crd_name = crd["metadata"]["name"]  # type: ignore[attr-defined]
-        preserve = bool(spec.get("preserveUnknownFields")) or open_api is None
-        out.append((rdef, schema, preserve))
+        out.append((rdef, schema, preserved[vname]))
     return out
 
 
@@ -242,23 +245,24 @@ _NOT_CHECKED = errors.field_invalid("<nil>", "null", "some validation rules were
                                     "was invalid; correct the existing errors to complete validation")
 
 
+def _then_rules(causes: list[errors.Cause], rules: Callable[[], list[errors.Cause]]) -> list[errors.Cause]:
+    """The schema's causes, then the CEL rules' unless a blocking one stops them."""
+    if any(c.type in _BLOCKING for c in causes):
+        return [*causes, _NOT_CHECKED]
+    return causes + rules()
+
+
 def _validators(schema: Obj, cel_validator: Validator | None) -> tuple[Any, Any]:
     def validate_create(obj: Obj) -> list[errors.Cause]:
         causes = structural.validate(obj, schema)
-        if cel_validator is not None:
-            if any(c.type in _BLOCKING for c in causes):
-                causes.append(_NOT_CHECKED)
-            else:
-                causes += cel_validator.validate(obj)
-        return causes
+        if cel_validator is None:
+            return causes
+        return _then_rules(causes, lambda: cel_validator.validate(obj))
 
     def validate_update(new: Obj, old: Obj) -> list[errors.Cause]:
         causes = structural.validate(new, schema)
-        if cel_validator is not None:
-            if any(c.type in _BLOCKING for c in causes):
-                causes.append(_NOT_CHECKED)
-            else:
-                causes += cel_validator.validate(new, old)
-        return causes
+        if cel_validator is None:
+            return causes
+        return _then_rules(causes, lambda: cel_validator.validate(new, old))
 
     return validate_create, validate_update
