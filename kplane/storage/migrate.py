@@ -18,10 +18,11 @@ import argparse
 import asyncio
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from kplane.storage.interface import KeyExistsError, Store, StoreInUseError, UnavailableError
+from kplane.storage.interface import KV, KeyExistsError, Store, StoreInUseError, UnavailableError
 
 _ROOT = "/registry/"
 _PAGE = 500
@@ -69,72 +70,55 @@ async def _open(spec: str, args: argparse.Namespace) -> Store:
     raise SystemExit(f"kplane migrate: unknown storage {spec!r} (sqlite:DIR or etcd:URL)")
 
 
-async def _count(store: Store, revision: int = 0) -> Counter[str]:
-    counts: Counter[str] = Counter()
+async def _items(store: Store, revision: int = 0) -> AsyncIterator[KV]:
+    """Every key under /registry/, page by page, at one revision (0: the current one)."""
     last = None
     while True:
         page = await store.list(_ROOT, revision=revision, start_after=last, limit=_PAGE)
         revision = page.revision
-        counts.update(_resource(kv.key) for kv in page.items)
+        for kv in page.items:
+            yield kv
         if not page.more:
-            return counts
+            return
         last = page.items[-1].key
 
 
-async def _foreign_keys(source: Store, dest: Store, revision: int) -> list[str]:
+async def _count(store: Store) -> Counter[str]:
+    return Counter([_resource(kv.key) async for kv in _items(store)])
+
+
+async def _foreign_keys(wanted: dict[str, bytes], dest: Store) -> list[str]:
     """Keys of the destination that are not the source's key with the same value."""
-    wanted: dict[str, bytes] = {}
-    last = None
-    while True:
-        page = await source.list(_ROOT, revision=revision, start_after=last, limit=_PAGE)
-        wanted.update((kv.key, bytes(kv.value)) for kv in page.items)
-        if not page.more:
-            break
-        last = page.items[-1].key
-    foreign: list[str] = []
-    last = None
-    while True:
-        page = await dest.list(_ROOT, start_after=last, limit=_PAGE)
-        foreign += [kv.key for kv in page.items if wanted.get(kv.key) != bytes(kv.value)]
-        if not page.more:
-            return foreign
-        last = page.items[-1].key
+    return [kv.key async for kv in _items(dest) if wanted.get(kv.key) != bytes(kv.value)]
 
 
 async def migrate(source: Store, dest: Store, out: Any = sys.stderr) -> dict[str, int]:
     """Copy every key under /registry/; returns counts of copied, skipped and conflicting keys.
     Refuses (MigrationRefused) a destination holding anything but an earlier run's copies."""
-    total = sum((await _count(source)).values())
     rev = await source.current_revision()
-    foreign = await _foreign_keys(source, dest, rev)
+    wanted = {kv.key: bytes(kv.value) async for kv in _items(source, rev)}  # the snapshot copied
+    foreign = await _foreign_keys(wanted, dest)
     if foreign:
         raise MigrationRefused(foreign)
     stats = {"copied": 0, "skipped": 0, "conflicts": 0}
-    last = None
-    done = 0
-    while True:
-        page = await source.list(_ROOT, revision=rev, start_after=last, limit=_PAGE)
-        for kv in page.items:
-            try:
-                await dest.create(kv.key, kv.value)
-                stats["copied"] += 1
-            except KeyExistsError:
-                existing = await dest.get(kv.key)
-                if existing is not None and existing.value == kv.value:
-                    stats["skipped"] += 1
-                else:
-                    stats["conflicts"] += 1
-                    print(f"\nkplane migrate: {kv.key} exists in the destination with other content; "
-                          "left as is", file=out)
-            done += 1
-            if done % 50 == 0 or done == total:
-                width = 30
-                filled = width * done // max(total, 1)
-                bar = "#" * filled + "." * (width - filled)
-                print(f"\r[{bar}] {done}/{total}", end="", file=out, flush=True)
-        if not page.more:
-            break
-        last = page.items[-1].key
+    total = len(wanted)
+    for done, (key, value) in enumerate(wanted.items(), start=1):
+        try:
+            await dest.create(key, value)
+            stats["copied"] += 1
+        except KeyExistsError:
+            existing = await dest.get(key)
+            if existing is not None and bytes(existing.value) == value:
+                stats["skipped"] += 1
+            else:
+                stats["conflicts"] += 1
+                print(f"\nkplane migrate: {key} exists in the destination with other content; left as is",
+                      file=out)
+        if done % 50 == 0 or done == total:
+            width = 30
+            filled = width * done // max(total, 1)
+            bar = "#" * filled + "." * (width - filled)
+            print(f"\r[{bar}] {done}/{total}", end="", file=out, flush=True)
     print(file=out)
     return stats
 
