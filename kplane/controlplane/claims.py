@@ -14,6 +14,12 @@ import orjson
 from kplane.storage.interface import KeyExistsError, KeyNotFoundError, Store
 
 
+def service_owner(service: dict[str, Any]) -> dict[str, Any]:
+    """The parentRef a Service's claims record (upstream's IPAddress parentRef shape)."""
+    m = service["metadata"]
+    return {"group": "", "resource": "services", "namespace": m.get("namespace", ""), "name": m.get("name", "")}
+
+
 class Claims:
     def __init__(self, store: Store, prefix: str, kind: dict[str, str]):
         self.store = store

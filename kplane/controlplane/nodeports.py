@@ -15,7 +15,7 @@ from typing import Any
 
 from kplane.apimachinery import errors
 from kplane.apiserver.registry import Registry, WriteOptions
-from kplane.controlplane.claims import Claims
+from kplane.controlplane.claims import Claims, service_owner
 from kplane.storage.interface import Store
 
 DEFAULT_RANGE = "30000-32767"
@@ -90,8 +90,7 @@ class NodePortAllocator:
         """Claim the node ports `obj` names that are not in `held` (its owner's already), and
         allocate the ones it needs and does not name."""
         spec = obj.get("spec") or {}
-        m = obj["metadata"]
-        owner = {"group": "", "resource": "services", "namespace": m.get("namespace", ""), "name": m.get("name", "")}
+        owner = service_owner(obj)
         wanted = _wanted(spec)
         claimed: set[int] = set()  # within one Service a port number serves several protocols
         for i, port in enumerate(spec.get("ports") or []):

@@ -13,7 +13,7 @@ import random
 
 from kplane.apimachinery import errors
 from kplane.apiserver.registry import Registry, WriteOptions
-from kplane.controlplane.claims import Claims
+from kplane.controlplane.claims import Claims, service_owner
 from kplane.storage.interface import Store
 
 
@@ -45,8 +45,7 @@ class ClusterIPAllocator:
             spec = obj.setdefault("spec", {})
             if spec.get("type") == "ExternalName":
                 return
-            owner = {"group": "", "resource": "services", "namespace": obj["metadata"].get("namespace", ""),
-                     "name": obj["metadata"].get("name", "")}
+            owner = service_owner(obj)
             requested = spec.get("clusterIP")
             if requested == "None":  # headless
                 spec["clusterIPs"] = ["None"]
