@@ -78,12 +78,13 @@ class FastRequest:
     """The parts of aiohttp's web.Request that the filter chain, the delegates and the response
     classes use; `request[...]` is per-request state as on web.Request."""
 
-    __slots__ = ("_body", "_content", "_lane", "_protocol", "_state", "_url", "_writer", "headers", "keep_alive",
-                 "method", "raw_path", "transport", "version")
+    __slots__ = ("_body", "_content", "_lane", "_protocol", "_state", "_url", "_writer", "headers",
+                 "impersonating", "keep_alive", "method", "raw_path", "transport", "version")
 
     def __init__(self, lane: FastLane, protocol: RequestHandler, method: str, raw_path: str,
-                 headers: CIMultiDictProxy[str], body: bytes, keep_alive: bool):
+                 headers: CIMultiDictProxy[str], body: bytes, keep_alive: bool, impersonating: bool = False):
         self._lane = lane
+        self.impersonating = impersonating  # an Impersonate-* header is present
         self.method = method
         self.raw_path = raw_path
         self.headers = headers
@@ -203,8 +204,8 @@ class _Body:
 class FastRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the fast lane in front of its parser."""
 
-    __slots__ = ("_aio_partial", "_aio_payload", "_express", "_express_over", "_express_request", "_fast_held",
-                 "_fast_held_paused", "_fast_task", "_fast_wait", "_lane", "_peer_der", "_peer_host")
+    __slots__ = ("_aio_partial", "_aio_payload", "_express", "_express_over", "_express_request", "_fast_head",
+                 "_fast_held", "_fast_held_paused", "_fast_task", "_fast_wait", "_lane", "_peer_der", "_peer_host")
 
     def __init__(self, *args: Any, lane: FastLane, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -221,6 +222,7 @@ class FastRequestHandler(RequestHandler):
         # Per-connection facts, the same for every request on it: looked up on first use.
         self._peer_host: Any = _UNSET
         self._peer_der: Any = _UNSET
+        self._fast_head: _Head | None = None  # the last header block parsed on this connection
 
     def peer_host(self) -> str | None:
         if self._peer_host is _UNSET:
@@ -341,29 +343,27 @@ class FastRequestHandler(RequestHandler):
         except (UnicodeDecodeError, ValueError):
             return None
         if method not in _METHODS or version != "HTTP/1.1" or not _TARGET.fullmatch(target) \
-                or not self._lane.claims(target):
+                or not self._lane.claims(target) or _watch_target(target):
             return None
         head_end = data.find(b"\r\n\r\n", line_end)
         if head_end < 0:
             return (None, b"") if len(data) < _MAX_HEAD else None
         head = data[line_end + 2:head_end]
-        headers = _parse_headers(head)
-        if headers is None or not _plain(headers, target):
-            return None
-        length_value = headers.get("Content-Length")
-        length = 0
-        if length_value is not None:
-            if not length_value.isdigit():
+        cached = self._fast_head
+        if cached is not None and cached.raw == head:
+            parsed = cached  # the same header block as the last request on this connection
+        else:
+            parsed = _parse_head(head, self._lane.max_body)
+            if parsed is None:
                 return None
-            length = int(length_value)
-            if length > self._lane.max_body:
-                return None
+            self._fast_head = parsed
+        length = parsed.length
         body_start = head_end + 4
         if len(data) - body_start < length:
             return None, b""
         body = data[body_start:body_start + length]
-        keep_alive = "close" not in headers.get("Connection", "").lower()
-        request = FastRequest(self._lane, self, method, target, CIMultiDictProxy(headers), body, keep_alive)
+        request = FastRequest(self._lane, self, method, target, parsed.headers, body, parsed.keep_alive,
+                              parsed.impersonating)
         return request, data[body_start + length:]
 
     def _could_be_claimed(self, data: bytes) -> bool:
@@ -436,6 +436,39 @@ _HEAD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*"
                    r"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)*")
 
 
+class _Head:
+    """A request's header block as the fast lane parsed it. Clients send the same block on every
+    request of a keep-alive connection (client-go, kubectl, the Python client: Host, User-Agent,
+    Accept, Authorization), so a connection keeps the last one and a byte-identical block is
+    not parsed again; the headers are immutable, so requests may share them."""
+
+    __slots__ = ("headers", "impersonating", "keep_alive", "length", "raw")
+
+    def __init__(self, raw: bytes, headers: CIMultiDictProxy[str], length: int, keep_alive: bool):
+        self.raw = raw
+        self.headers = headers
+        self.length = length
+        self.keep_alive = keep_alive
+        self.impersonating = any(name[:12].lower() == "impersonate-" for name in headers)
+
+
+def _parse_head(raw: bytes, max_body: int) -> _Head | None:
+    """The header block of a request for the fast lane; None when aiohttp should have it."""
+    headers = _parse_headers(raw)
+    if headers is None or not _plain(headers):
+        return None
+    length_value = headers.get("Content-Length")
+    length = 0
+    if length_value is not None:
+        if not length_value.isdigit():
+            return None
+        length = int(length_value)
+        if length > max_body:
+            return None
+    keep_alive = "close" not in headers.get("Connection", "").lower()
+    return _Head(raw, CIMultiDictProxy(headers), length, keep_alive)
+
+
 def _parse_headers(head: bytes) -> CIMultiDict[str] | None:
     text = head.decode("latin-1")
     if not _HEAD.fullmatch(text):
@@ -447,19 +480,22 @@ def _parse_headers(head: bytes) -> CIMultiDict[str] | None:
     return headers
 
 
-def _plain(headers: CIMultiDict[str], target: str) -> bool:
-    """No body framing, upgrade or expectation the fast lane leaves to aiohttp; not a watch."""
+def _plain(headers: CIMultiDict[str]) -> bool:
+    """No body framing, upgrade or expectation the fast lane leaves to aiohttp."""
     if "Transfer-Encoding" in headers or "Upgrade" in headers or "Expect" in headers:
         return False
     if len(headers.getall("Content-Length", ())) > 1:
         return False
-    if "upgrade" in headers.get("Connection", "").lower():
-        return False
+    return "upgrade" not in headers.get("Connection", "").lower()
+
+
+def _watch_target(target: str) -> bool:
+    """A watch (by path or by query), which aiohttp's lane streams."""
     path, _, query = target.partition("?")
     if "/watch/" in path:
-        return False
-    return "watch" not in unquote(query) or not any(k == "watch" and v.lower() in ("1", "true")
-                                            for k, v in parse_qsl(query, keep_blank_values=True))
+        return True
+    return "watch" in unquote(query) and any(k == "watch" and v.lower() in ("1", "true")
+                                             for k, v in parse_qsl(query, keep_blank_values=True))
 
 
 class _FastServer(web.Server):

@@ -185,7 +185,7 @@ class GenericAPIServer:
             return None
         try:
             user = authenticate_now(request)
-            if user is None or any(name[:12].lower() == "impersonate-" for name in request.headers):
+            if user is None or request.impersonating:
                 return None
             attrs = _attributes(user, info)
             decision, _ = authorize_now(attrs)

@@ -153,6 +153,30 @@ def test_forged_identity_headers_are_replaced(kp, backend):
     assert "kplane-admin" in caller and "mallory" not in caller
 
 
+def test_each_request_on_a_connection_is_authenticated_by_its_own_headers(kp, kubectl, backend):
+    # The fast lane reuses the parsed header block while a connection repeats it byte for byte:
+    # a request whose credentials differ from the one before must never get the earlier identity.
+    tokens = {}
+    for sa in ("fl-alice", "fl-bob"):
+        kubectl("create", "serviceaccount", sa, "-n", "default")
+        kubectl("create", "clusterrolebinding", sa, "--clusterrole=cluster-admin", f"--serviceaccount=default:{sa}")
+        tokens[sa] = kubectl("create", "token", sa, "-n", "default").strip()
+    sequence = ["fl-alice", "fl-alice", "fl-alice", "fl-bob", "fl-bob", None, "fl-alice", None]
+    with _connect(kp, client_cert=False) as sock:
+        reader = _Reader(sock)
+        seen = []
+        for sa in sequence:
+            headers = {"Authorization": f"Bearer {tokens[sa]}"} if sa else {}
+            sock.sendall(_request("GET", FLUNDERS, headers))
+            status, _, body = reader.response()
+            seen.append(_caller(body) if status == 200 else status)
+    for sa, got in zip(sequence, seen, strict=True):
+        if sa is None:
+            assert got == 403
+        else:
+            assert f"system:serviceaccount:default:{sa}" in got and "kplane-admin" not in got
+
+
 def test_no_credentials_is_refused_with_a_status(kp, backend):
     with _connect(kp, client_cert=False) as sock:
         sock.sendall(_request("GET", FLUNDERS))

@@ -212,3 +212,25 @@ async def test_large_bodies_are_streamed_and_forwarded_for_is_appended(setup):
     seen = backend.seen[-1]
     assert seen["body"] == body
     assert [v for k, v in seen["headers"] if k.lower() == "x-forwarded-for"] == ["192.0.2.1, 127.0.0.1"]
+
+
+def test_request_head_bytes_is_request_head_encoded_whatever_is_remembered():
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from kplane.aggregator.proxy import request_head, request_head_bytes
+
+    headers = CIMultiDictProxy(CIMultiDict([("Accept", "application/json"), ("X-Forwarded-For", "10.0.0.9"),
+                                            ("Authorization", "Bearer t"), ("User-Agent", "kubectl")]))
+    alice, bob = UserInfo("alice", ("dev",)), UserInfo("bob", ("ops",), extra={"scopes": ("a",)})
+    path = "/apis/wardle.example.com/v1alpha1/flunders?limit=1"
+    cases = [("GET", alice, "127.0.0.1", None), ("GET", alice, "127.0.0.1", None), ("GET", bob, "127.0.0.1", None),
+             ("POST", bob, "127.0.0.2", 12), ("GET", alice, None, None)]
+    for method, user, remote, length in cases:  # the same headers object each time, as on one connection
+        lines = request_head(method, path, headers, "10.1.2.3", 8443, user, remote)
+        if length is not None:
+            lines.append(f"Content-Length: {length}")
+        expected = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        assert request_head_bytes(method, path, headers, "10.1.2.3", 8443, user, remote, length) == expected
+    head = request_head_bytes("GET", path, headers, "10.1.2.3", 8443, bob, "127.0.0.1", None).decode()
+    assert "X-Remote-User: bob\r\n" in head and "alice" not in head and "Bearer" not in head
+    assert "X-Forwarded-For: 10.0.0.9, 127.0.0.1\r\n" in head
