@@ -13,6 +13,7 @@ from typing import Any
 from kplane.apimachinery import errors
 from kplane.apimachinery.errors import Cause
 from kplane.apimachinery.table import age
+from kplane.apimachinery.typeschema import described, named
 from kplane.apimachinery.validation import is_dns1035_label, is_dns1123_subdomain, validate_path_segment_name
 from kplane.apimachinery.versions import compare_kube_aware_version_strings
 from kplane.apiserver.resource import Column, Obj, ResourceDef
@@ -23,6 +24,7 @@ AVAILABLE = "Available"
 
 LOCAL_REASON = "Local"
 LOCAL_MESSAGE = "Local APIServices are always available"
+_V1 = "io.k8s.kube-aggregator.pkg.apis.apiregistration.v1."  # upstream's OpenAPI definition names
 
 
 def _s(description: str, **extra: Any) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def _i(description: str) -> dict[str, Any]:
     return {"type": "integer", "format": "int32", "description": description}
 
 
-_SERVICE_REFERENCE = {
+_SERVICE_REFERENCE = named(_V1 + "ServiceReference", {
     "type": "object",
     "description": "ServiceReference holds a reference to Service.legacy.k8s.io",
     "properties": {
@@ -42,9 +44,9 @@ _SERVICE_REFERENCE = {
         "port": _i("If specified, the port on the service that hosting webhook. Default to 443 for backward "
                    "compatibility. `port` should be a valid port number (1-65535, inclusive)."),
     },
-}
+})
 
-_CONDITION = {
+_CONDITION = named(_V1 + "APIServiceCondition", {
     "type": "object",
     "description": "APIServiceCondition describes the state of an APIService at a particular point",
     "required": ["type", "status"],
@@ -56,9 +58,9 @@ _CONDITION = {
         "status": _s("Status is the status of the condition. Can be True, False, Unknown."),
         "type": _s("Type is the type of the condition."),
     },
-}
+})
 
-SPEC_SCHEMA = {
+SPEC_SCHEMA = named(_V1 + "APIServiceSpec", {
     "type": "object",
     "description": "APIServiceSpec contains information for locating and communicating with a server. Only "
                    "https is supported, though you are able to disable certificate verification.",
@@ -98,9 +100,9 @@ SPEC_SCHEMA = {
             "version, then minor version. An example sorted list of versions: v10, v2, v1, v11beta2, "
             "v10beta3, v3beta1, v12alpha1, v11alpha2, foo1, foo10."),
     },
-}
+})
 
-STATUS_SCHEMA = {
+STATUS_SCHEMA = named(_V1 + "APIServiceStatus", {
     "type": "object",
     "description": "APIServiceStatus contains derived information about an API server",
     "properties": {
@@ -109,7 +111,7 @@ STATUS_SCHEMA = {
                        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
                        "x-kubernetes-patch-merge-key": "type", "x-kubernetes-patch-strategy": "merge"},
     },
-}
+})
 
 
 _API_VERSION_DOC = (
@@ -131,7 +133,9 @@ def _schema() -> dict[str, Any]:
     props = {"apiVersion": {"type": "string", "description": _API_VERSION_DOC},
              "kind": {"type": "string", "description": _KIND_DOC},
              "metadata": {"type": "object", "description": _METADATA_DOC},
-             "spec": SPEC_SCHEMA, "status": STATUS_SCHEMA}
+             "spec": described(SPEC_SCHEMA, "Spec contains information for locating and communicating with a "
+                                            "server"),
+             "status": described(STATUS_SCHEMA, "Status contains derived information about an API server")}
     return {"type": "object",
             "description": 'APIService represents a server for a particular GroupVersion. Name must be '
                            '"version.group".',

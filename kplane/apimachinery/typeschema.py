@@ -1,10 +1,14 @@
 """A tiny DSL for writing OpenAPI v3 schemas of built-in types.
 
-Schemas are plain dicts in the shape kube-apiserver publishes (inline, no
-$ref), so the same dict serves OpenAPI, `kubectl explain`, strategic merge
-and apply. The x-kubernetes-* list/map extensions are spelled as keyword
-arguments because a typo in a long extension name would silently change patch
-semantics.
+Schemas are plain dicts, inline (no $ref), so the same dict serves OpenAPI,
+`kubectl explain`, strategic merge, apply and pruning. A nested type that
+upstream publishes as a definition of its own (io.k8s.api.core.v1.ServicePort)
+is given that name with `obj(..., name=...)` (or `named`): the name rides in
+the dict under the private key DEFINITION, every reader but OpenAPI ignores it,
+and the OpenAPI generator publishes the type once under its name and refers to
+it (kplane/apiserver/openapi.py). The x-kubernetes-* list/map extensions are
+spelled as keyword arguments because a typo in a long extension name would
+silently change patch semantics.
 
 Schema constants built here are shared between types: treat them as read-only.
 """
@@ -14,6 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 Schema = dict[str, Any]
+
+DEFINITION = "x-kplane-definition"  # private: the OpenAPI definition name of a nested type's schema
+_DEFINITIONS: dict[str, Schema] = {}
+
+META = "io.k8s.apimachinery.pkg.apis.meta.v1."
+INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
+TIME = META + "Time"
+MICRO_TIME = META + "MicroTime"
 
 # Upstream's standard descriptions of the TypeMeta/ObjectMeta fields of every kind.
 API_VERSION_DOC = (
@@ -30,6 +42,25 @@ METADATA_DOC = (
 LIST_METADATA_DOC = (
     "Standard list metadata. More info: "
     "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds")
+
+
+def named(name: str, schema: Schema) -> Schema:
+    """Mark `schema` as the definition `name` (upstream's, e.g. io.k8s.api.core.v1.ServicePort) and return it.
+
+    Copies made of it (`described`) keep the mark, so every field holding the type refers to one
+    definition. A name stands for one schema: naming a different one the same is a programming error.
+    """
+    known = _DEFINITIONS.get(name)
+    if known is not None and known is not schema:
+        raise ValueError(f"OpenAPI definition {name} is already another schema")
+    schema[DEFINITION] = name
+    _DEFINITIONS[name] = schema
+    return schema
+
+
+def definition(name: str) -> Schema | None:
+    """The schema named `name` (as written, with its own description), if one was."""
+    return _DEFINITIONS.get(name)
 
 
 def _ext(schema: Schema, merge_key: str = "", strategy: str = "", list_type: str = "",
@@ -78,19 +109,26 @@ def boolean(description: str = "", **ext: Any) -> Schema:
     return _base("boolean", description, **ext)
 
 
-def timestamp(description: str = "") -> Schema:
-    """metav1.Time / metav1.MicroTime: an RFC 3339 string."""
-    schema = _base("string", description)
-    schema["format"] = "date-time"
-    return schema
+named(TIME, {"type": "string", "format": "date-time", "description":
+            "Time is a wrapper around time.Time which supports correct marshaling to YAML and JSON.  Wrappers "
+            "are provided for many of the factory methods that the time package offers."})
+named(MICRO_TIME, {"type": "string", "format": "date-time",
+                   "description": "MicroTime is version of Time with microsecond level precision."})
+named(INT_OR_STRING, {"x-kubernetes-int-or-string": True, "description":
+                      "IntOrString is a type that can hold an int32 or a string.  When used in JSON or YAML "
+                      "marshalling and unmarshalling, it produces or consumes the inner type.  This allows you "
+                      "to have, for example, a JSON field that can accept a name or number."})
+
+
+def timestamp(description: str = "", *, micro: bool = False) -> Schema:
+    """metav1.Time (or, with `micro`, metav1.MicroTime): an RFC 3339 string."""
+    return described(_DEFINITIONS[MICRO_TIME if micro else TIME], description)
 
 
 def int_or_string(description: str = "") -> Schema:
-    """intstr.IntOrString, published by upstream without a type."""
-    schema: Schema = {"x-kubernetes-int-or-string": True}
-    if description:
-        schema["description"] = description
-    return schema
+    """intstr.IntOrString: published inline by CRDs as x-kubernetes-int-or-string, by built-in kinds as a
+    definition of its own."""
+    return described(_DEFINITIONS[INT_OR_STRING], description)
 
 
 def string_map(description: str = "", *, byte: bool = False, **ext: Any) -> Schema:
@@ -100,9 +138,10 @@ def string_map(description: str = "", *, byte: bool = False, **ext: Any) -> Sche
     return schema
 
 
-def free_form(description: str = "") -> Schema:
+def free_form(description: str = "", *, name: str = "") -> Schema:
     """An object whose fields are not described (e.g. FieldsV1); pruning keeps all of it."""
-    return _base("object", description)
+    schema = _base("object", description)
+    return named(name, schema) if name else schema
 
 
 def array(items: Schema, description: str = "", **ext: Any) -> Schema:
@@ -112,18 +151,22 @@ def array(items: Schema, description: str = "", **ext: Any) -> Schema:
 
 
 def obj(description: str, properties: dict[str, Schema], *, required: list[str] | None = None,
-        **ext: Any) -> Schema:
+        name: str = "", **ext: Any) -> Schema:
+    """An object type; `name` is upstream's OpenAPI definition name for it (see `named`)."""
     schema = _base("object", description, **ext)
     schema["properties"] = properties
     if required:
         schema["required"] = list(required)
-    return schema
+    return named(name, schema) if name else schema
 
 
 def described(schema: Schema, description: str) -> Schema:
     """A shared nested schema with the description of the field that holds it."""
     copy = dict(schema)
-    copy["description"] = description
+    if description:
+        copy["description"] = description
+    else:
+        copy.pop("description", None)
     return copy
 
 

@@ -8,6 +8,13 @@ depends on two details: the PATCH/PUT/POST operations list the
 schema carries `x-kubernetes-group-version-kind` (`kubectl explain` finds
 schemas by it).
 
+Nested types the schema DSL names (`typeschema.named`: ServicePort, ObjectMeta,
+IntOrString, ...) are published once each, as upstream's definitions, and
+referred to: `$ref` in v2, and in v3 `$ref` alone or, when the field adds a
+description or default beside it, wrapped in `allOf` as kube-openapi does
+(OpenAPI 3.0 ignores a $ref's siblings). CRD and SDK schemas, which carry no
+names, stay inline apart from ObjectMeta.
+
 Generation is deterministic (same defs, same bytes) so documents can be cached
 and hashed; nothing here mutates the ResourceDefs' schemas.
 """
@@ -19,12 +26,13 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from kplane.apimachinery.objectmeta import OBJECT_META as OBJECT_META_SCHEMA
+from kplane.apimachinery.typeschema import DEFINITION, INT_OR_STRING, META, definition
 from kplane.apiserver.resource import ResourceDef
 
 Schema = dict[str, Any]
 
-META = "io.k8s.apimachinery.pkg.apis.meta.v1."
-OBJECT_META = META + "ObjectMeta"
+OBJECT_META = OBJECT_META_SCHEMA[DEFINITION]  # io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta
 LIST_META = META + "ListMeta"
 STATUS = META + "Status"
 DELETE_OPTIONS = META + "DeleteOptions"
@@ -103,8 +111,7 @@ def _ref(prefix: str, name: str, description: str = "", **extra: Any) -> Schema:
     return schema
 
 
-def _meta_schemas(prefix: str, object_meta: Schema,
-                  group_versions: list[tuple[str, str]]) -> dict[str, Schema]:
+def _meta_schemas(prefix: str, group_versions: list[tuple[str, str]]) -> dict[str, Schema]:
     every_gv = [_gvk(g, v, "") for g, v in group_versions]
 
     def gvks(kind: str) -> list[dict[str, str]]:
@@ -112,7 +119,6 @@ def _meta_schemas(prefix: str, object_meta: Schema,
 
     integer = {"type": "integer"}
     return {
-        OBJECT_META: object_meta,
         LIST_META: {
             "description": "ListMeta describes metadata that synthetic resources must have, including lists "
                            "and various status objects. A resource may have only one of {ObjectMeta, "
@@ -281,22 +287,47 @@ def _meta_schemas(prefix: str, object_meta: Schema,
     }
 
 
-_FALLBACK_OBJECT_META: Schema = {
-    "description": "ObjectMeta is metadata that all persisted resources must have, which includes all "
-                   "objects users must create.",
-    "type": "object",
-}
+class _Named:
+    """The named types one document's schemas use: each published once, every use a reference."""
 
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.schemas: dict[str, Schema] = {}
 
-def _object_meta(defs: Iterable[ResourceDef]) -> Schema:
-    """ObjectMeta as the built-in kinds declare it (the first def with a full metadata schema)."""
-    for rdef in defs:
-        meta = (rdef.schema.get("properties") or {}).get("metadata") or {}
-        if meta.get("properties"):
-            schema = {k: v for k, v in meta.items() if k != "description"}
-            schema["description"] = _FALLBACK_OBJECT_META["description"]
+    def inline(self, schema: Any) -> Any:
+        """`schema` with every named type below it (not itself) replaced by a reference."""
+        if isinstance(schema, list):
+            return [self.inline(s) for s in schema]
+        if not isinstance(schema, dict):
             return schema
-    return dict(_FALLBACK_OBJECT_META)
+        return {k: self._refer(v) if isinstance(v, dict) else self.inline(v)
+                for k, v in schema.items() if k != DEFINITION}
+
+    def _refer(self, schema: Schema) -> Schema:
+        name = schema.get(DEFINITION)
+        canonical = definition(name) if name else None
+        if canonical is None:
+            return self.inline(schema)
+        self.define(name)
+        # What the field says beside the type (its own description, a default) stays with the reference.
+        extra = {k: self.inline(v) for k, v in schema.items() if k != DEFINITION and canonical.get(k) != v}
+        ref = {"$ref": self.prefix + name}
+        return {"allOf": [ref], **extra} if extra else ref
+
+    def define(self, name: str) -> None:
+        if name not in self.schemas:
+            self.schemas[name] = {}  # taken before recursing: a type may contain itself
+            self.schemas[name] = self.inline(definition(name))
+
+
+def _int_or_string(schema: Schema, v3: bool) -> Schema:
+    """IntOrString as upstream publishes it: a string of format int-or-string in v2, oneOf in v3."""
+    out: Schema = {"description": schema.get("description", ""), "format": "int-or-string"}
+    if v3:
+        out["oneOf"] = [{"type": "integer"}, {"type": "string"}]
+    else:
+        out["type"] = "string"
+    return out
 
 
 def _kind_schema(rdef: ResourceDef, prefix: str) -> Schema:
@@ -339,15 +370,22 @@ def _list_schema(rdef: ResourceDef, prefix: str) -> Schema:
 def _definitions(defs: list[ResourceDef], prefix: str,
                  convert: Callable[[Schema], Schema]) -> dict[str, Schema]:
     gvs = sorted({("", "v1")} | {(d.group, d.version) for d in defs})
-    out = _meta_schemas(prefix, convert(_object_meta(defs)), gvs)
+    out = _meta_schemas(prefix, gvs)
+    named = _Named(prefix)
+    named.define(OBJECT_META)
     # Subresource registries ("orders/approve") may answer with their parent's kind: a
     # top-level resource's own schema must win, so those are written first and overwritten.
     for rdef in sorted(defs, key=lambda d: "/" not in d.plural):
-        out[schema_name(rdef)] = convert(_kind_schema(rdef, prefix))
+        out[schema_name(rdef)] = convert(named.inline(_kind_schema(rdef, prefix)))
         if "/" not in rdef.plural:
             out[schema_name(rdef) + "List"] = _list_schema(rdef, prefix)
     if any("scale" in d.subresources for d in defs):
         out.update(_scale_schemas(prefix))
+    for name, schema in named.schemas.items():
+        if name == INT_OR_STRING:
+            out.setdefault(name, _int_or_string(schema, v3=prefix.startswith("#/components/")))
+        else:
+            out.setdefault(name, convert(schema))
     return dict(sorted(out.items()))
 
 

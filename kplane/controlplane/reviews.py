@@ -31,6 +31,8 @@ from kplane.controlplane.authorization import ControlPlaneAuthorizer
 
 AUTHN = "authentication.k8s.io"
 AUTHZ = "authorization.k8s.io"
+AUTHN_V1 = "io.k8s.api.authentication.v1."  # upstream's OpenAPI definition names
+AUTHZ_V1 = "io.k8s.api.authorization.v1."
 
 # ---------------------------------------------------------------------------------------------
 # Schemas (compact: the fields, without every upstream description)
@@ -42,7 +44,7 @@ _EXTRA = {"type": "object", "additionalProperties": _STRINGS}
 USER_INFO = obj("UserInfo holds the information about the user needed to implement the user.Info interface.", {
     "extra": _EXTRA, "groups": array({"type": "string", "default": ""}, list_type="atomic"),
     "uid": string(), "username": string(),
-})
+}, name=AUTHN_V1 + "UserInfo")
 
 RESOURCE_ATTRIBUTES = obj("ResourceAttributes includes the authorization attributes available for resource "
                           "requests to the Authorizer interface", {
@@ -50,27 +52,51 @@ RESOURCE_ATTRIBUTES = obj("ResourceAttributes includes the authorization attribu
     "subresource": string(), "verb": string(), "version": string(),
     "fieldSelector": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
     "labelSelector": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-})
+}, name=AUTHZ_V1 + "ResourceAttributes")
 NON_RESOURCE_ATTRIBUTES = obj("NonResourceAttributes includes the authorization attributes available for "
                               "non-resource requests to the Authorizer interface", {
-    "path": string(), "verb": string()})
+    "path": string(), "verb": string()}, name=AUTHZ_V1 + "NonResourceAttributes")
 SAR_STATUS = obj("SubjectAccessReviewStatus", {
-    "allowed": boolean(), "denied": boolean(), "evaluationError": string(), "reason": string()})
+    "allowed": boolean(), "denied": boolean(), "evaluationError": string(), "reason": string()},
+    name=AUTHZ_V1 + "SubjectAccessReviewStatus")
 SAR_SPEC = obj("SubjectAccessReviewSpec is a description of the access request.", {
     "extra": _EXTRA, "groups": array({"type": "string", "default": ""}, list_type="atomic"),
     "nonResourceAttributes": NON_RESOURCE_ATTRIBUTES, "resourceAttributes": RESOURCE_ATTRIBUTES,
     "uid": string(), "user": string(),
-})
+}, name=AUTHZ_V1 + "SubjectAccessReviewSpec")
 SSAR_SPEC = obj("SelfSubjectAccessReviewSpec is a description of the access request.", {
-    "nonResourceAttributes": NON_RESOURCE_ATTRIBUTES, "resourceAttributes": RESOURCE_ATTRIBUTES})
-RULES_STATUS = obj("SubjectRulesReviewStatus", {
+    "nonResourceAttributes": NON_RESOURCE_ATTRIBUTES, "resourceAttributes": RESOURCE_ATTRIBUTES},
+    name=AUTHZ_V1 + "SelfSubjectAccessReviewSpec")
+RULES_STATUS = obj(
+    "SubjectRulesReviewStatus contains the result of a rules check. This check can be incomplete depending on "
+    "the set of authorizers the server is configured with and any errors experienced during evaluation.", {
     "evaluationError": string(), "incomplete": boolean(),
-    "nonResourceRules": array(obj("NonResourceRule", {"nonResourceURLs": _STRINGS, "verbs": _STRINGS})),
-    "resourceRules": array(obj("ResourceRule", {"apiGroups": _STRINGS, "resourceNames": _STRINGS,
-                                                "resources": _STRINGS, "verbs": _STRINGS})),
-})
+    "nonResourceRules": array(obj(
+        "NonResourceRule holds information that describes a rule for the non-resource",
+        {"nonResourceURLs": _STRINGS, "verbs": _STRINGS}, name=AUTHZ_V1 + "NonResourceRule")),
+    "resourceRules": array(obj(
+        "ResourceRule is the list of actions the subject is allowed to perform on resources. The list ordering "
+        "isn't significant, may contain duplicates, and possibly be incomplete.",
+        {"apiGroups": _STRINGS, "resourceNames": _STRINGS, "resources": _STRINGS, "verbs": _STRINGS},
+        name=AUTHZ_V1 + "ResourceRule")),
+}, name=AUTHZ_V1 + "SubjectRulesReviewStatus")
 BOUND_OBJECT_REF = obj("BoundObjectReference is a reference to an object that a token is bound to.", {
-    "apiVersion": string(), "kind": string(), "name": string(), "uid": string()})
+    "apiVersion": string(), "kind": string(), "name": string(), "uid": string()},
+    name=AUTHN_V1 + "BoundObjectReference")
+TOKEN_REVIEW_SPEC = obj("TokenReviewSpec is a description of the token authentication request.",
+                        {"audiences": _STRINGS, "token": string()}, name=AUTHN_V1 + "TokenReviewSpec")
+TOKEN_REVIEW_STATUS = obj("TokenReviewStatus is the result of the token authentication request.", {
+    "audiences": _STRINGS, "authenticated": boolean(), "error": string(), "user": USER_INFO},
+    name=AUTHN_V1 + "TokenReviewStatus")
+SELF_SUBJECT_REVIEW_STATUS = obj("SelfSubjectReviewStatus is filled by the kube-apiserver and sent back to a user.",
+                                 {"userInfo": USER_INFO}, name=AUTHN_V1 + "SelfSubjectReviewStatus")
+RULES_SPEC = obj("SelfSubjectRulesReviewSpec defines the specification for SelfSubjectRulesReview.",
+                 {"namespace": string()}, name=AUTHZ_V1 + "SelfSubjectRulesReviewSpec")
+TOKEN_REQUEST_SPEC = obj("TokenRequestSpec contains client provided parameters of a token request.", {
+    "audiences": _STRINGS, "boundObjectRef": BOUND_OBJECT_REF, "expirationSeconds": integer(fmt="int64")},
+    name=AUTHN_V1 + "TokenRequestSpec")
+TOKEN_REQUEST_STATUS = obj("TokenRequestStatus is the result of a token request.", {
+    "expirationTimestamp": string(), "token": string()}, name=AUTHN_V1 + "TokenRequestStatus")
 
 
 def _review_def(group: str, kind: str, plural: str, schema: Obj, namespaced: bool = False) -> ResourceDef:
@@ -82,13 +108,11 @@ def review_defs() -> dict[str, ResourceDef]:
     return {
         "tokenreviews": _review_def(AUTHN, "TokenReview", "tokenreviews", kind_schema(
             "TokenReview attempts to authenticate a token to a known user.", {
-                "spec": obj("TokenReviewSpec", {"audiences": _STRINGS, "token": string()}),
-                "status": obj("TokenReviewStatus", {"audiences": _STRINGS, "authenticated": boolean(),
-                                                    "error": string(), "user": USER_INFO}),
+                "spec": TOKEN_REVIEW_SPEC, "status": TOKEN_REVIEW_STATUS,
             }, required=["spec"])),
         "selfsubjectreviews": _review_def(AUTHN, "SelfSubjectReview", "selfsubjectreviews", kind_schema(
             "SelfSubjectReview contains the user information that the kube-apiserver has about the user "
-            "making this request.", {"status": obj("SelfSubjectReviewStatus", {"userInfo": USER_INFO})})),
+            "making this request.", {"status": SELF_SUBJECT_REVIEW_STATUS})),
         "subjectaccessreviews": _review_def(AUTHZ, "SubjectAccessReview", "subjectaccessreviews", kind_schema(
             "SubjectAccessReview checks whether or not a user or group can perform an action.",
             {"spec": SAR_SPEC, "status": SAR_STATUS}, required=["spec"])),
@@ -104,8 +128,7 @@ def review_defs() -> dict[str, ResourceDef]:
         "selfsubjectrulesreviews": _review_def(
             AUTHZ, "SelfSubjectRulesReview", "selfsubjectrulesreviews", kind_schema(
                 "SelfSubjectRulesReview enumerates the set of actions the current user can perform within "
-                "a namespace.", {"spec": obj("SelfSubjectRulesReviewSpec", {"namespace": string()}),
-                                 "status": RULES_STATUS}, required=["spec"])),
+                "a namespace.", {"spec": RULES_SPEC, "status": RULES_STATUS}, required=["spec"])),
     }
 
 
@@ -114,11 +137,7 @@ def token_request_def() -> ResourceDef:
     return ResourceDef(group="", version="v1", kind="TokenRequest", plural="serviceaccounts/token",
                        verbs=["create"], openapi_name="io.k8s.api.authentication.v1.TokenRequest",
                        schema=kind_schema("TokenRequest requests a token for a given service account.", {
-                           "spec": obj("TokenRequestSpec", {
-                               "audiences": _STRINGS, "boundObjectRef": BOUND_OBJECT_REF,
-                               "expirationSeconds": integer(fmt="int64")}),
-                           "status": obj("TokenRequestStatus", {"expirationTimestamp": string(),
-                                                                "token": string()}),
+                           "spec": TOKEN_REQUEST_SPEC, "status": TOKEN_REQUEST_STATUS,
                        }, required=["spec"]))
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from kplane.apiserver import openapi
 from kplane.apiserver.resource import ResourceDef
 from kplane.controlplane.types import builtin_resources
 
 CM = "io.k8s.api.core.v1.ConfigMap"
+CORE = "io.k8s.api.core.v1."
+INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
+OWNER_REFERENCE = "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference"
 
 
 def core_defs() -> list[ResourceDef]:
@@ -99,9 +104,8 @@ def test_v2_definitions_and_paths() -> None:
     assert defs[CM]["x-kubernetes-group-version-kind"] == [
         {"group": "", "kind": "ConfigMap", "version": "v1"}]
     assert defs[CM]["properties"]["metadata"]["$ref"] == "#/definitions/" + openapi.OBJECT_META
-    target_port = defs["io.k8s.api.core.v1.Service"]["properties"]["spec"]["properties"]["ports"]["items"][
-        "properties"]["targetPort"]
-    assert target_port["format"] == "int-or-string" and "x-kubernetes-int-or-string" not in target_port
+    assert defs[INT_OR_STRING] == {"description": defs[INT_OR_STRING]["description"], "format": "int-or-string",
+                                   "type": "string"}
     assert {"group": "events.k8s.io", "kind": "DeleteOptions", "version": "v1"} in \
         defs[openapi.DELETE_OPTIONS]["x-kubernetes-group-version-kind"]
     post = doc["paths"]["/api/v1/namespaces/{namespace}/configmaps"]["post"]
@@ -119,3 +123,121 @@ def test_generation_does_not_mutate_defs() -> None:
     openapi.openapi_v2(defs, "v1")
     openapi.openapi_v3_document(defs)
     assert json.dumps([d.schema for d in defs], sort_keys=True) == before
+
+
+def test_v2_nested_types_are_named_definitions() -> None:
+    """Built-in kinds refer to upstream's definitions (kubectl explain shows <[]ServicePort>, not <[]Object>)."""
+    doc = openapi.openapi_v2(builtin_resources(), "v1.32.0")
+    defs = doc["definitions"]
+    ref = "#/definitions/"
+    spec = defs[CORE + "Service"]["properties"]["spec"]
+    assert spec == {"$ref": ref + CORE + "ServiceSpec",
+                    "description": spec["description"]} and spec["description"].startswith("Spec defines")
+    ports = defs[CORE + "ServiceSpec"]["properties"]["ports"]
+    assert ports["type"] == "array" and ports["items"] == {"$ref": ref + CORE + "ServicePort"}
+    assert ports["x-kubernetes-list-map-keys"] == ["port", "protocol"]  # the field's extensions stay on the field
+    port = defs[CORE + "ServicePort"]
+    assert port["description"] == "ServicePort contains information on service's port." and port["required"] == ["port"]
+    assert port["properties"]["targetPort"]["$ref"] == ref + INT_OR_STRING
+    assert port["properties"]["targetPort"]["description"].startswith("Number or name of the port")
+    assert "x-kubernetes-int-or-string" not in json.dumps(defs[CORE + "ServicePort"])
+    owners = defs[openapi.OBJECT_META]["properties"]["ownerReferences"]
+    assert owners["items"] == {"$ref": ref + OWNER_REFERENCE} and owners["x-kubernetes-patch-merge-key"] == "uid"
+    assert defs[OWNER_REFERENCE]["x-kubernetes-map-type"] == "atomic"
+    created = defs[openapi.OBJECT_META]["properties"]["creationTimestamp"]
+    assert created["$ref"] == ref + "io.k8s.apimachinery.pkg.apis.meta.v1.Time"
+    assert defs["io.k8s.apimachinery.pkg.apis.meta.v1.Time"]["format"] == "date-time"
+    lease_spec = defs["io.k8s.api.coordination.v1.LeaseSpec"]["properties"]
+    assert lease_spec["renewTime"]["$ref"] == ref + "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"
+    assert defs["io.k8s.api.rbac.v1.ClusterRole"]["properties"]["aggregationRule"]["$ref"] == \
+        ref + "io.k8s.api.rbac.v1.AggregationRule"
+    assert defs["io.k8s.api.rbac.v1.AggregationRule"]["properties"]["clusterRoleSelectors"]["items"] == \
+        {"$ref": ref + "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"}
+    text = json.dumps(doc)
+    assert "x-kplane" not in text and "allOf" not in text
+    refs = {r.rsplit("/", 1)[1] for r in _refs(doc)}
+    assert refs <= set(defs), refs - set(defs)
+
+
+def test_v3_references_wrap_in_all_of_beside_siblings() -> None:
+    doc = openapi.openapi_v3_document(core_defs())
+    schemas = doc["components"]["schemas"]
+    ref = "#/components/schemas/"
+    spec = schemas[CORE + "Service"]["properties"]["spec"]
+    assert spec["allOf"] == [{"$ref": ref + CORE + "ServiceSpec"}] and "$ref" not in spec
+    assert spec["description"].startswith("Spec defines")
+    assert schemas[CORE + "ServiceSpec"]["properties"]["ports"]["items"] == {"$ref": ref + CORE + "ServicePort"}
+    target_port = schemas[CORE + "ServicePort"]["properties"]["targetPort"]
+    assert target_port["allOf"] == [{"$ref": ref + INT_OR_STRING}] and "Number or name" in target_port["description"]
+    assert schemas[INT_OR_STRING] == {"description": schemas[INT_OR_STRING]["description"],
+                                      "format": "int-or-string", "oneOf": [{"type": "integer"}, {"type": "string"}]}
+    assert schemas[openapi.OBJECT_META]["properties"]["ownerReferences"]["items"] == {"$ref": ref + OWNER_REFERENCE}
+    # Each group-version's document holds every definition it refers to, and only what its kinds use.
+    for gv_defs in ([d for d in builtin_resources() if d.group == "rbac.authorization.k8s.io"], core_defs()):
+        gv_doc = openapi.openapi_v3_document(gv_defs)
+        names = set(gv_doc["components"]["schemas"])
+        assert {r.rsplit("/", 1)[1] for r in _refs(gv_doc)} <= names
+        assert "x-kplane" not in json.dumps(gv_doc)
+    rbac = openapi.openapi_v3_document([d for d in builtin_resources() if d.group == "rbac.authorization.k8s.io"])
+    assert CORE + "ServicePort" not in rbac["components"]["schemas"]
+    assert "io.k8s.api.rbac.v1.PolicyRule" in rbac["components"]["schemas"]
+
+
+def test_unnamed_schemas_stay_inline() -> None:
+    """CRDs and SDK resources carry no definition names: only metadata becomes a reference, as upstream."""
+    nested = {"type": "object", "description": "A port.", "properties": {
+        "port": {"type": "integer"}, "target": {"x-kubernetes-int-or-string": True}}}
+    widget = ResourceDef(group="example.com", version="v1", kind="Widget", plural="widgets", schema={
+        "type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "ports": {"type": "array", "items": nested}}}}})
+    v3 = openapi.openapi_v3_document([widget])["components"]["schemas"]["com.example.v1.Widget"]
+    assert v3["properties"]["spec"]["properties"]["ports"]["items"] == nested
+    assert v3["properties"]["metadata"]["allOf"] == [{"$ref": "#/components/schemas/" + openapi.OBJECT_META}]
+    v2 = openapi.openapi_v2([widget], "v1")["definitions"]["com.example.v1.Widget"]
+    assert v2["properties"]["spec"]["properties"]["ports"]["items"]["properties"]["target"] == {
+        "type": "string", "format": "int-or-string"}
+
+
+def test_a_definition_name_stands_for_one_schema() -> None:
+    from kplane.apimachinery import typeschema
+
+    first = typeschema.obj("Gadget.", {}, name="com.example.test.v1.Gadget")
+    assert typeschema.definition("com.example.test.v1.Gadget") is first
+    assert typeschema.described(first, "A field.")[typeschema.DEFINITION] == "com.example.test.v1.Gadget"
+    with pytest.raises(ValueError, match="already another schema"):
+        typeschema.obj("Another gadget.", {}, name="com.example.test.v1.Gadget")
+
+
+def test_control_plane_kinds_use_named_definitions() -> None:
+    """CRDs, APIServices, the review kinds and TokenRequest refer to upstream's definitions too."""
+    from kplane.aggregator.apiservice import apiservice_def
+    from kplane.controlplane import reviews
+    from kplane.controlplane.crd.types import resource_def
+
+    defs = [resource_def(), apiservice_def(), reviews.token_request_def(), *reviews.review_defs().values()]
+    doc = openapi.openapi_v2(defs, "v1")
+    schemas, ref = doc["definitions"], "#/definitions/"
+    ext = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1."
+    crd = schemas[ext + "CustomResourceDefinition"]["properties"]
+    assert crd["spec"]["$ref"] == ref + ext + "CustomResourceDefinitionSpec"
+    assert crd["spec"]["description"] == "spec describes how the user wants the resources to appear"
+    spec = schemas[ext + "CustomResourceDefinitionSpec"]["properties"]
+    assert spec["versions"]["items"] == {"$ref": ref + ext + "CustomResourceDefinitionVersion"}
+    assert spec["names"]["$ref"] == ref + ext + "CustomResourceDefinitionNames"
+    assert schemas[ext + "CustomResourceDefinitionStatus"]["properties"]["acceptedNames"]["$ref"] == \
+        ref + ext + "CustomResourceDefinitionNames"
+    assert schemas[ext + "WebhookConversion"]["properties"]["clientConfig"]["$ref"] == ref + ext + "WebhookClientConfig"
+    agg = "io.k8s.kube-aggregator.pkg.apis.apiregistration.v1."
+    assert schemas[agg + "APIService"]["properties"]["spec"]["$ref"] == ref + agg + "APIServiceSpec"
+    assert schemas[agg + "APIServiceSpec"]["properties"]["service"]["$ref"] == ref + agg + "ServiceReference"
+    assert schemas[agg + "APIServiceStatus"]["properties"]["conditions"]["items"] == {
+        "$ref": ref + agg + "APIServiceCondition"}
+    authz = "io.k8s.api.authorization.v1."
+    assert schemas[authz + "SubjectAccessReview"]["properties"]["spec"]["$ref"] == \
+        ref + authz + "SubjectAccessReviewSpec"
+    assert schemas[authz + "SubjectAccessReviewSpec"]["properties"]["resourceAttributes"]["$ref"] == \
+        ref + authz + "ResourceAttributes"
+    token = schemas["io.k8s.api.authentication.v1.TokenRequestSpec"]["properties"]["boundObjectRef"]
+    assert token["$ref"] == ref + "io.k8s.api.authentication.v1.BoundObjectReference"
+    assert {r.rsplit("/", 1)[1] for r in _refs(doc)} <= set(schemas)
+    assert "x-kplane" not in json.dumps(doc)

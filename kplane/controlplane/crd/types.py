@@ -7,7 +7,7 @@ from typing import Any
 
 from kplane.apimachinery.errors import Cause, field_forbidden, field_invalid, field_not_supported, field_required
 from kplane.apimachinery.structural import validate_structural
-from kplane.apimachinery.typeschema import array, boolean, integer, kind_schema, obj, string
+from kplane.apimachinery.typeschema import array, boolean, described, integer, kind_schema, obj, string
 from kplane.apimachinery.validation import is_dns1035_label, is_dns1123_subdomain
 from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.crd import cel as celrules
@@ -22,6 +22,7 @@ PRINTER_COLUMN_TYPES = ["boolean", "date", "integer", "number", "string"]
 PRINTER_COLUMN_FORMATS = ["int32", "int64", "float", "double", "byte", "date", "date-time", "password"]
 
 _PRESERVE = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+_V1 = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1."  # upstream's OpenAPI definition names
 
 _NAMES = obj("CustomResourceDefinitionNames indicates the names to serve this CustomResourceDefinition", {
     "categories": array(string(), "categories is a list of grouped resources this custom resource belongs "
@@ -40,22 +41,23 @@ _NAMES = obj("CustomResourceDefinitionNames indicates the names to serve this Cu
                                   "<shortname>`. It must be all lowercase.", list_type="atomic"),
     "singular": string("singular is the singular name of the resource. It must be all lowercase. Defaults "
                        "to lowercased `kind`."),
-}, required=["plural", "kind"])
+}, required=["plural", "kind"], name=_V1 + "CustomResourceDefinitionNames")
 
 _WEBHOOK_CLIENT_CONFIG = obj("WebhookClientConfig contains the information to make a TLS connection with "
                              "the webhook.", {
     "caBundle": string("caBundle is a PEM encoded CA bundle which will be used to validate the webhook's "
                        "server certificate. If unspecified, system trust roots on the apiserver are used."),
-    "service": obj("service is a reference to the service for this webhook.", {
+    "service": described(obj("ServiceReference holds a reference to Service.legacy.k8s.io", {
         "name": string("name is the name of the service. Required"),
         "namespace": string("namespace is the namespace of the service. Required"),
         "path": string("path is an optional URL path at which the webhook will be contacted."),
         "port": integer("port is an optional service port at which the webhook will be contacted. Defaults "
                         "to 443 for backward compatibility."),
-    }, required=["namespace", "name"]),
+    }, required=["namespace", "name"], name=_V1 + "ServiceReference"),
+        "service is a reference to the service for this webhook."),
     "url": string("url gives the location of the webhook, in standard URL form "
                   "(`scheme://host:port/path`). Exactly one of `url` or `service` must be specified."),
-})
+}, name=_V1 + "WebhookClientConfig")
 _WEBHOOK_CLIENT_CONFIG["properties"]["caBundle"]["format"] = "byte"
 
 _COLUMN = obj("CustomResourceColumnDefinition specifies a column for server side printing.", {
@@ -67,7 +69,7 @@ _COLUMN = obj("CustomResourceColumnDefinition specifies a column for server side
     "priority": integer("priority is an integer defining the relative importance of this column compared to "
                         "others. Lower numbers are considered higher priority."),
     "type": string("type is an OpenAPI type definition for this column."),
-}, required=["name", "type", "jsonPath"])
+}, required=["name", "type", "jsonPath"], name=_V1 + "CustomResourceColumnDefinition")
 
 _VERSION = obj("CustomResourceDefinitionVersion describes a version for CRD.", {
     "additionalPrinterColumns": array(_COLUMN, "additionalPrinterColumns specifies additional columns "
@@ -75,54 +77,62 @@ _VERSION = obj("CustomResourceDefinitionVersion describes a version for CRD.", {
     "deprecated": boolean("deprecated indicates this version of the custom resource API is deprecated."),
     "deprecationWarning": string("deprecationWarning overrides the default warning returned to API clients."),
     "name": string("name is the version name, e.g. “v1”, “v2beta1”, etc."),
-    "schema": obj("schema describes the schema used for validation, pruning, and defaulting of this version "
-                  "of the custom resource.", {
+    "schema": described(obj("CustomResourceValidation is a list of validation methods for CustomResources.", {
         "openAPIV3Schema": dict(_PRESERVE, description="openAPIV3Schema is the OpenAPI v3 schema to use for "
                                                        "validation and pruning."),
-    }),
+    }, name=_V1 + "CustomResourceValidation"), "schema describes the schema used for validation, pruning, and "
+                                               "defaulting of this version of the custom resource."),
     "selectableFields": array(obj("SelectableField specifies the JSON path of a field that may be used with "
                                   "field selectors.", {"jsonPath": string("jsonPath is a simple JSON path")},
-                                  required=["jsonPath"]), "selectableFields specifies paths to fields that "
-                                                          "may be used as field selectors.",
+                                  required=["jsonPath"], name=_V1 + "SelectableField"),
+                              "selectableFields specifies paths to fields that may be used as field selectors.",
                               list_type="atomic"),
     "served": boolean("served is a flag enabling/disabling this version from being served via REST APIs"),
     "storage": boolean("storage indicates this version should be used when persisting custom resources to "
                        "storage. There must be exactly one version with storage=true."),
-    "subresources": obj("subresources specify what subresources this version of the defined custom resource "
-                        "have.", {
-        "scale": obj("scale indicates the custom resource should serve a `/scale` subresource that returns "
-                     "an `autoscaling/v1` Scale object.", {
+    "subresources": described(obj(
+        "CustomResourceSubresources defines the status and scale subresources for CustomResources.", {
+        "scale": described(obj(
+            "CustomResourceSubresourceScale defines how to serve the scale subresource for CustomResources.", {
             "labelSelectorPath": string("labelSelectorPath defines the JSON path inside of a custom resource "
                                         "that corresponds to Scale `status.selector`."),
             "specReplicasPath": string("specReplicasPath defines the JSON path inside of a custom resource "
                                        "that corresponds to Scale `spec.replicas`."),
             "statusReplicasPath": string("statusReplicasPath defines the JSON path inside of a custom "
                                          "resource that corresponds to Scale `status.replicas`."),
-        }, required=["specReplicasPath", "statusReplicasPath"]),
+        }, required=["specReplicasPath", "statusReplicasPath"], name=_V1 + "CustomResourceSubresourceScale"),
+            "scale indicates the custom resource should serve a `/scale` subresource that returns an "
+            "`autoscaling/v1` Scale object."),
         "status": dict(_PRESERVE, description="status indicates the custom resource should serve a `/status` "
                                               "subresource."),
-    }),
-}, required=["name", "served", "storage"])
+    }, name=_V1 + "CustomResourceSubresources"),
+        "subresources specify what subresources this version of the defined custom resource have."),
+}, required=["name", "served", "storage"], name=_V1 + "CustomResourceDefinitionVersion")
 
 CRD_SCHEMA = kind_schema(
     "CustomResourceDefinition represents a resource that should be exposed on the API server.  Its name "
     "MUST be in the format <.spec.name>.<.spec.group>.", {
-        "spec": obj("CustomResourceDefinitionSpec describes how a user wants their resource to appear", {
-            "conversion": obj("CustomResourceConversion describes how to convert different versions of a CR.", {
+        "spec": described(obj("CustomResourceDefinitionSpec describes how a user wants their resource to appear", {
+            "conversion": described(obj(
+                "CustomResourceConversion describes how to convert different versions of a CR.", {
                 "strategy": string("strategy specifies how custom resources are converted between versions. "
                                    "Allowed values are: - `\"None\"`: The converter only change the "
                                    "apiVersion and would not touch any other field in the custom resource. "
                                    "- `\"Webhook\"`: API Server will call to an external webhook to do the "
                                    "conversion."),
-                "webhook": obj("webhook describes how to call the conversion webhook.", {
-                    "clientConfig": _WEBHOOK_CLIENT_CONFIG,
+                "webhook": described(obj("WebhookConversion describes how to call a conversion webhook", {
+                    "clientConfig": described(_WEBHOOK_CLIENT_CONFIG, "clientConfig is the instructions for how "
+                                              "to call the webhook if strategy is `Webhook`."),
                     "conversionReviewVersions": array(string(), "conversionReviewVersions is an ordered list "
                                                                 "of preferred `ConversionReview` versions the "
                                                                 "Webhook expects.", list_type="atomic"),
-                }, required=["conversionReviewVersions"]),
-            }, required=["strategy"]),
+                }, required=["conversionReviewVersions"], name=_V1 + "WebhookConversion"),
+                    "webhook describes how to call the conversion webhook. Required when `strategy` is set "
+                    "to `\"Webhook\"`."),
+            }, required=["strategy"], name=_V1 + "CustomResourceConversion"),
+                "conversion defines conversion settings for the CRD."),
             "group": string("group is the API group of the defined custom resource."),
-            "names": _NAMES,
+            "names": described(_NAMES, "names specify the resource and kind names for the custom resource."),
             "preserveUnknownFields": boolean("preserveUnknownFields indicates that object fields which are not "
                                              "specified in the OpenAPI schema should be preserved when "
                                              "persisting to storage."),
@@ -130,15 +140,18 @@ CRD_SCHEMA = kind_schema(
                             "namespace-scoped. Allowed values are `Cluster` and `Namespaced`."),
             "versions": array(_VERSION, "versions is the list of all API versions of the defined custom "
                                         "resource.", list_type="atomic"),
-        }, required=["group", "names", "scope", "versions"]),
-        "status": obj("CustomResourceDefinitionStatus indicates the state of the CustomResourceDefinition", {
+        }, required=["group", "names", "scope", "versions"], name=_V1 + "CustomResourceDefinitionSpec"),
+            "spec describes how the user wants the resources to appear"),
+        "status": described(obj(
+            "CustomResourceDefinitionStatus indicates the state of the CustomResourceDefinition", {
             "acceptedNames": dict(_NAMES, description="acceptedNames are the names that are actually being used "
                                                       "to serve discovery."),
             "conditions": array(CONDITION, "conditions indicate state for particular aspects of a "
                                            "CustomResourceDefinition", list_type="map", map_keys=["type"]),
             "storedVersions": array(string(), "storedVersions lists all versions of CustomResources that were "
                                               "ever persisted.", list_type="atomic"),
-        }),
+        }, name=_V1 + "CustomResourceDefinitionStatus"),
+            "status indicates the actual state of the CustomResourceDefinition"),
     }, required=["spec"])
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kplane.apimachinery.typeschema import integer, obj, string, timestamp
+from kplane.apimachinery.typeschema import META, integer, obj, string, timestamp
 
 OBJECT_REFERENCE = obj(
     "ObjectReference contains enough information to let you inspect or modify the referred "
@@ -16,7 +16,7 @@ OBJECT_REFERENCE = obj(
     'namespace': string("Namespace of the referent."),
     'resourceVersion': string("Specific resourceVersion to which this reference is made, if any."),
     'uid': string("UID of the referent."),
-}, map_type="atomic")
+}, map_type="atomic", name="io.k8s.api.core.v1.ObjectReference")
 
 LOCAL_OBJECT_REFERENCE = obj(
     "LocalObjectReference contains enough information to let you locate the referenced object "
@@ -24,12 +24,12 @@ LOCAL_OBJECT_REFERENCE = obj(
     'name': string(
         "Name of the referent. This field is effectively required, but due to backwards compatibility "
         "is allowed to be empty."),
-}, map_type="atomic")
+}, map_type="atomic", name="io.k8s.api.core.v1.LocalObjectReference")
 
 EVENT_SOURCE = obj("EventSource contains information for an event.", {
     'component': string("Component from which the event is generated."),
     'host': string("Node name on which the event is generated."),
-})
+}, name="io.k8s.api.core.v1.EventSource")
 
 CONDITION = obj("Condition contains details for one aspect of the current state of this API Resource.", {
     'lastTransitionTime': timestamp(
@@ -49,4 +49,4 @@ CONDITION = obj("Condition contains details for one aspect of the current state 
         "for this field, and whether the values are considered a guaranteed API."),
     'status': string("status of the condition, one of True, False, Unknown."),
     'type': string("type of condition in CamelCase or in foo.example.com/CamelCase."),
-}, required=['lastTransitionTime', 'message', 'reason', 'status', 'type'])
+}, required=['lastTransitionTime', 'message', 'reason', 'status', 'type'], name=META + "Condition")

@@ -26,7 +26,7 @@ ENDPOINT_ADDRESS = obj("EndpointAddress is a tuple that describes single IP addr
         "Optional: Node hosting this endpoint. This can be used to determine endpoints local to a "
         "node."),
     'targetRef': described(OBJECT_REFERENCE, "Reference to object providing the endpoint."),
-}, required=['ip'], map_type="atomic")
+}, required=['ip'], map_type="atomic", name="io.k8s.api.core.v1.EndpointAddress")
 
 ENDPOINT_PORT = obj("EndpointPort is a tuple that describes a single port.", {
     'appProtocol': string(
@@ -36,7 +36,7 @@ ENDPOINT_PORT = obj("EndpointPort is a tuple that describes a single port.", {
         "The name of this port. This must match the 'name' field in the corresponding ServicePort."),
     'port': integer("The port number of the endpoint."),
     'protocol': string("The IP protocol for this port. Must be UDP, TCP, or SCTP."),
-}, required=['port'], map_type="atomic")
+}, required=['port'], map_type="atomic", name="io.k8s.api.core.v1.EndpointPort")
 
 ENDPOINT_SUBSET = obj(
     "EndpointSubset is a group of addresses with a common set of ports. The expanded set of "
@@ -50,7 +50,7 @@ ENDPOINT_SUBSET = obj(
         "recently failed a liveness check.", list_type="atomic"),
     'ports': array(ENDPOINT_PORT,
         "Port numbers available on the related IP addresses.", list_type="atomic"),
-})
+}, name="io.k8s.api.core.v1.EndpointSubset")
 
 ENDPOINTS = kind_schema(
     'Endpoints is a collection of endpoints that implement the actual service. Example:  Name: '

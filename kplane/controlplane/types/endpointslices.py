@@ -50,17 +50,17 @@ ENDPOINT_CONDITIONS = obj("EndpointConditions represents the current condition o
     'terminating': boolean(
         'terminating indicates that this endpoint is terminating. A nil value should be interpreted '
         'as "false".'),
-})
+}, name="io.k8s.api.discovery.v1.EndpointConditions")
 
 FOR_ZONE = obj("ForZone provides information about which zones should consume this endpoint.", {
     'name': string("name represents the name of the zone."),
-}, required=['name'])
+}, required=['name'], name="io.k8s.api.discovery.v1.ForZone")
 
 ENDPOINT_HINTS = obj("EndpointHints provides hints describing how an endpoint should be consumed.", {
     'forZones': array(FOR_ZONE,
         "forZones indicates the zone(s) this endpoint should be consumed by when using topology aware "
         "routing. May contain a maximum of 8 entries.", list_type="atomic"),
-})
+}, name="io.k8s.api.discovery.v1.EndpointHints")
 
 ENDPOINT = obj('Endpoint represents a single logical "backend" implementing a service.', {
     'addresses': array(string(),
@@ -83,7 +83,7 @@ ENDPOINT = obj('Endpoint represents a single logical "backend" implementing a se
     'targetRef': described(
         OBJECT_REFERENCE, "targetRef is a reference to a Kubernetes object that represents this endpoint."),
     'zone': string("zone is the name of the Zone this endpoint exists in."),
-}, required=['addresses'])
+}, required=['addresses'], name="io.k8s.api.discovery.v1.Endpoint")
 
 ENDPOINT_PORT = obj("EndpointPort represents a Port used by an EndpointSlice", {
     'appProtocol': string(
@@ -96,7 +96,7 @@ ENDPOINT_PORT = obj("EndpointPort represents a Port used by an EndpointSlice", {
         "port represents the port number of the endpoint. If the EndpointSlice is derived from a "
         "Kubernetes service, this must be set to the service's target port."),
     'protocol': string("protocol represents the IP protocol for this port. Must be UDP, TCP, or SCTP."),
-}, map_type="atomic")
+}, map_type="atomic", name="io.k8s.api.discovery.v1.EndpointPort")
 
 ENDPOINT_SLICE = kind_schema(
     "EndpointSlice represents a set of service endpoints. Most EndpointSlices are created by the "

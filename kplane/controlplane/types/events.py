@@ -26,15 +26,15 @@ CORE_EVENT_SERIES = obj(
     "EventSeries contain information on series of events, i.e. thing that was/is happening "
     "continuously for some time.", {
     'count': integer("Number of occurrences in this series up to the last heartbeat time"),
-    'lastObservedTime': timestamp("Time of the last occurrence observed"),
-})
+    'lastObservedTime': timestamp("Time of the last occurrence observed", micro=True),
+}, name="io.k8s.api.core.v1.EventSeries")
 
 CORE_EVENT = kind_schema(
     "Event is a report of an event somewhere in the cluster. Events have a limited retention time "
     "and triggers and messages may evolve with time.", {
     'action': string("What action was taken/failed regarding to the Regarding object."),
     'count': integer("The number of times this event has occurred."),
-    'eventTime': timestamp("Time when this Event was first observed."),
+    'eventTime': timestamp("Time when this Event was first observed.", micro=True),
     'firstTimestamp': timestamp(
         "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)"),
     'involvedObject': described(OBJECT_REFERENCE, "The object that this event is about."),
@@ -62,8 +62,9 @@ EVENT_SERIES = obj(
     "reporters.", {
     'count': integer("count is the number of occurrences in this series up to the last heartbeat time."),
     'lastObservedTime': timestamp(
-        "lastObservedTime is the time when last Event from the series was seen before last heartbeat."),
-}, required=['count', 'lastObservedTime'])
+        "lastObservedTime is the time when last Event from the series was seen before last heartbeat.",
+        micro=True),
+}, required=['count', 'lastObservedTime'], name="io.k8s.api.events.v1.EventSeries")
 
 EVENT = kind_schema(
     "Event is a report of an event somewhere in the cluster. It generally denotes some state "
@@ -83,7 +84,8 @@ EVENT = kind_schema(
     'deprecatedSource': described(
         EVENT_SOURCE,
         "deprecatedSource is the deprecated field assuring backward compatibility with core.v1 Event type."),
-    'eventTime': timestamp("eventTime is the time when this Event was first observed. It is required."),
+    'eventTime': timestamp("eventTime is the time when this Event was first observed. It is required.",
+                           micro=True),
     'note': string(
         "note is a human-readable description of the status of this operation. Maximal length of the "
         "note is 1kB, but libraries should be prepared to handle values up to 64kB."),

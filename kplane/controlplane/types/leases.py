@@ -9,7 +9,7 @@ from kplane.apiserver.resource import Column, Obj, ResourceDef
 from kplane.controlplane.types.printing import age_column, name_column
 
 LEASE_SPEC = obj("LeaseSpec is a specification of a Lease.", {
-    'acquireTime': timestamp("acquireTime is a time when the current lease was acquired."),
+    'acquireTime': timestamp("acquireTime is a time when the current lease was acquired.", micro=True),
     'holderIdentity': string(
         "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader "
         "Election is used, the holder identity must be equal to the elected "
@@ -22,12 +22,12 @@ LEASE_SPEC = obj("LeaseSpec is a specification of a Lease.", {
         "preferredHolder signals to a lease holder that the lease has a more optimal holder and "
         "should be given up. This field can only be set if Strategy is also set."),
     'renewTime': timestamp(
-        "renewTime is a time when the current holder of a lease has last updated the lease."),
+        "renewTime is a time when the current holder of a lease has last updated the lease.", micro=True),
     'strategy': string(
         "strategy indicates the strategy for picking the leader for coordinated leader election. If "
         "the field is not specified, there is no active coordination for this lease. (Alpha) Using "
         "this field requires the CoordinatedLeaderElection feature gate to be enabled."),
-})
+}, name="io.k8s.api.coordination.v1.LeaseSpec")
 
 LEASE = kind_schema("Lease defines a lease concept.", {
     'spec': described(LEASE_SPEC, "spec contains the specification of the Lease. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status"),

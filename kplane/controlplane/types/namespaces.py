@@ -16,7 +16,7 @@ NAMESPACE_SPEC = obj("NamespaceSpec describes the attributes on a Namespace.", {
     'finalizers': array(string(),
         "Finalizers is an opaque list of values that must be empty to permanently remove object from "
         "storage.", list_type="atomic"),
-})
+}, name="io.k8s.api.core.v1.NamespaceSpec")
 
 NAMESPACE_CONDITION = obj("NamespaceCondition contains details about state of namespace.", {
     'lastTransitionTime': timestamp("Last time the condition transitioned from one status to another."),
@@ -24,14 +24,14 @@ NAMESPACE_CONDITION = obj("NamespaceCondition contains details about state of na
     'reason': string("Unique, one-word, CamelCase reason for the condition's last transition."),
     'status': string("Status of the condition, one of True, False, Unknown."),
     'type': string("Type of namespace controller condition."),
-}, required=['status', 'type'])
+}, required=['status', 'type'], name="io.k8s.api.core.v1.NamespaceCondition")
 
 NAMESPACE_STATUS = obj("NamespaceStatus is information about the current status of a Namespace.", {
     'conditions': array(NAMESPACE_CONDITION,
         "Represents the latest available observations of a namespace's current state.",
         merge_key="type", strategy="merge", list_type="map", map_keys=['type']),
     'phase': string("Phase is the current lifecycle phase of the namespace."),
-})
+}, name="io.k8s.api.core.v1.NamespaceStatus")
 
 NAMESPACE = kind_schema("Namespace provides a scope for Names. Use of multiple namespaces is optional.", {
     "spec": described(NAMESPACE_SPEC, "Spec defines the behavior of the Namespace. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status"),

@@ -31,7 +31,7 @@ LABEL_SELECTOR_REQUIREMENT = obj(
                         "array must be non-empty. If the operator is Exists or DoesNotExist, the values "
                         "array must be empty. This array is replaced during a strategic merge patch.",
                         list_type="atomic"),
-    }, required=["key", "operator"])
+    }, required=["key", "operator"], name="io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement")
 
 LABEL_SELECTOR = obj(
     "A label selector is a label query over a set of resources. The result of matchLabels and "
@@ -45,7 +45,7 @@ LABEL_SELECTOR = obj(
                                        "the matchLabels map is equivalent to an element of matchExpressions, "
                                        "whose key field is \"key\", the operator is \"In\", and the values "
                                        "array contains only \"value\". The requirements are ANDed."},
-    }, map_type="atomic")
+    }, map_type="atomic", name="io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")
 
 
 def _strings(description: str) -> dict[str, Any]:
@@ -73,7 +73,7 @@ POLICY_RULE = obj(
         "verbs": _strings(
             "Verbs is a list of Verbs that apply to ALL the ResourceKinds contained in this rule. '*' "
             "represents all verbs."),
-    }, required=["verbs"])
+    }, required=["verbs"], name="io.k8s.api.rbac.v1.PolicyRule")
 
 AGGREGATION_RULE = obj(
     "AggregationRule describes how to locate ClusterRoles to aggregate into the ClusterRole", {
@@ -82,13 +82,13 @@ AGGREGATION_RULE = obj(
             "ClusterRoleSelectors holds a list of selectors which will be used to find ClusterRoles and "
             "create the rules. If any of the selectors match, then the ClusterRole's permissions will be "
             "added"),
-    })
+    }, name="io.k8s.api.rbac.v1.AggregationRule")
 
 ROLE_REF = obj("RoleRef contains information that points to the role being used", {
     "apiGroup": string("APIGroup is the group for the resource being referenced", default=""),
     "kind": string("Kind is the type of resource being referenced", default=""),
     "name": string("Name is the name of resource being referenced", default=""),
-}, required=["apiGroup", "kind", "name"], map_type="atomic")
+}, required=["apiGroup", "kind", "name"], map_type="atomic", name="io.k8s.api.rbac.v1.RoleRef")
 
 SUBJECT = obj(
     "Subject contains a reference to the object or user identities a role binding applies to.  This can "
@@ -104,7 +104,7 @@ SUBJECT = obj(
         "namespace": string(
             "Namespace of the referenced object.  If the object kind is non-namespace, such as \"User\" or "
             "\"Group\", and this value is not empty the Authorizer should report an error."),
-    }, required=["kind", "name"], map_type="atomic")
+    }, required=["kind", "name"], map_type="atomic", name="io.k8s.api.rbac.v1.Subject")
 
 META_DOC = "Standard object's metadata."
 SUBJECTS_DOC = "Subjects holds references to the objects the role applies to."

@@ -47,12 +47,12 @@ CLIENT_IP_CONFIG = obj("ClientIPConfig represents the configurations of Client I
     'timeoutSeconds': integer(
         'timeoutSeconds specifies the seconds of ClientIP type session sticky time. The value must be '
         '>0 && <=86400(for 1 day) if ServiceAffinity == "ClientIP".'),
-})
+}, name="io.k8s.api.core.v1.ClientIPConfig")
 
 SESSION_AFFINITY_CONFIG = obj("SessionAffinityConfig represents the configurations of session affinity.", {
     'clientIP': described(CLIENT_IP_CONFIG,
                           "clientIP contains the configurations of Client IP based session affinity."),
-})
+}, name="io.k8s.api.core.v1.SessionAffinityConfig")
 
 SERVICE_PORT = obj("ServicePort contains information on service's port.", {
     'appProtocol': string(
@@ -68,7 +68,7 @@ SERVICE_PORT = obj("ServicePort contains information on service's port.", {
     'targetPort': int_or_string(
         "Number or name of the port to access on the pods targeted by the service. Number must be in "
         "the range 1 to 65535."),
-}, required=['port'])
+}, required=['port'], name="io.k8s.api.core.v1.ServicePort")
 
 SERVICE_SPEC = obj("ServiceSpec describes the attributes that a user creates on a service.", {
     'allocateLoadBalancerNodePorts': boolean(
@@ -139,7 +139,7 @@ SERVICE_SPEC = obj("ServiceSpec describes the attributes that a user creates on 
         "Service endpoints. Implementations can use this field as a hint, but are not required to "
         "guarantee strict adherence."),
     'type': string("type determines how the Service is exposed. Defaults to ClusterIP."),
-})
+}, name="io.k8s.api.core.v1.ServiceSpec")
 
 PORT_STATUS = obj("PortStatus represents the error condition of a service port", {
     'error': string(
@@ -151,7 +151,7 @@ PORT_STATUS = obj("PortStatus represents the error condition of a service port",
     'protocol': string(
         'Protocol is the protocol of the service port of which status is recorded here The supported '
         'values are: "TCP", "UDP", "SCTP"'),
-}, required=['port', 'protocol'])
+}, required=['port', 'protocol'], name="io.k8s.api.core.v1.PortStatus")
 
 LOAD_BALANCER_INGRESS = obj(
     "LoadBalancerIngress represents the status of a load-balancer ingress point: traffic intended "
@@ -169,13 +169,13 @@ LOAD_BALANCER_INGRESS = obj(
     'ports': array(PORT_STATUS,
         "Ports is a list of records of service ports If used, every port defined in the service "
         "should have an entry in it", list_type="atomic"),
-})
+}, name="io.k8s.api.core.v1.LoadBalancerIngress")
 
 LOAD_BALANCER_STATUS = obj("LoadBalancerStatus represents the status of a load-balancer.", {
     'ingress': array(LOAD_BALANCER_INGRESS,
         "Ingress is a list containing ingress points for the load-balancer. Traffic intended for the "
         "service should be sent to these ingress points.", list_type="atomic"),
-})
+}, name="io.k8s.api.core.v1.LoadBalancerStatus")
 
 SERVICE_STATUS = obj("ServiceStatus represents the current status of a service.", {
     'conditions': array(CONDITION,
@@ -183,7 +183,7 @@ SERVICE_STATUS = obj("ServiceStatus represents the current status of a service."
     'loadBalancer': described(
         LOAD_BALANCER_STATUS,
         "LoadBalancer contains the current status of the load-balancer, if one is present."),
-})
+}, name="io.k8s.api.core.v1.ServiceStatus")
 
 SERVICE = kind_schema(
     "Service is a named abstraction of software service (for example, mysql) consisting of local "
