@@ -244,7 +244,10 @@ class ResourceHandler:
             def apply_patch(current: Obj) -> Obj:
                 return patches.apply_strategic_merge_patch(current, body, schema)
         else:
-            body = _object_body(negotiation.decode_body(raw, ctype))
+            # An empty (or null) configuration decodes, as upstream's YAML decoding into a map does,
+            # to no fields at all; the type check below then refuses it.
+            body = negotiation.decode_body(raw, ctype)
+            body = _object_body({} if body is None else body)
             if not request.query.get("fieldManager"):
                 raise errors.bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required "
                                          "value: is required for apply patch")
@@ -279,9 +282,10 @@ def _object_body(body: Any) -> Obj:
 
 
 def _check_applied(reg: Registry, body: Obj, name: str, namespace: str) -> None:
+    from kplane.apimachinery import apply as ssa
+
+    ssa.check_applied(body, reg.rdef.api_version, reg.rdef.kind)  # before the name, as upstream
     m = body.get("metadata") or {}
-    if not body.get("apiVersion") or not body.get("kind"):
-        raise errors.bad_request("invalid object type: apiVersion and kind must be set in an apply patch")
     if m.get("name") and m["name"] != name:
         raise errors.bad_request(f"the name of the object ({m['name']}) does not match the name on the URL "
                                  f"({name})")
