@@ -398,7 +398,8 @@ class Registry:
         m["uid"] = new_uid()
         m["creationTimestamp"] = now_rfc3339()
         if rdef.has_status:
-            m["generation"] = 1
+            if rdef.generation:
+                m["generation"] = 1
             if "status" in rdef.subresources:
                 obj.pop("status", None)
         if rdef.prepare_create:
@@ -706,7 +707,7 @@ class Registry:
                 new.pop("status", None)
         if rdef.prepare_update:
             rdef.prepare_update(new, old)
-        if rdef.has_status and _spec_changed(new, old):
+        if rdef.has_status and rdef.generation and _spec_changed(new, old):
             nm["generation"] = om.get("generation", 1) + 1
         return new
 

@@ -10,8 +10,15 @@ import urllib.error
 import urllib.request
 
 import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 
 from kplane.testing import KplaneProcess
+
+
+@pytest.fixture(scope="module")
+def api(kp: KplaneProcess):
+    return k8s_config.new_client_from_config(config_file=kp.kubeconfig)
 
 
 def _ssl(kp: KplaneProcess) -> ssl.SSLContext:
@@ -60,3 +67,20 @@ def test_kubectl_apply_of_nothing(kubectl):
     for args in ((), ("--server-side",)):
         proc = kubectl.run("apply", "-f", "-", *args, input="", check=False)
         assert proc.returncode == 1 and proc.stderr.strip() == "error: no objects passed to apply"
+
+
+def test_services_and_namespaces_carry_no_generation(kp, api, kubectl):
+    """Upstream's Service and Namespace strategies never set metadata.generation (ConfigMap-like),
+    on create or when the spec changes; Deployments and custom resources do, Services do not."""
+    core = k8s.CoreV1Api(api)
+    svc = core.create_namespaced_service("default", {"metadata": {"name": "gen"},
+                                                     "spec": {"ports": [{"port": 80}]}})
+    assert svc.metadata.generation is None
+    svc = core.patch_namespaced_service("gen", "default", {"spec": {"selector": {"app": "a"}}})
+    assert svc.spec.selector == {"app": "a"} and svc.metadata.generation is None
+    assert "generation" not in kubectl.json("get", "service", "kubernetes")["metadata"]
+    ns = core.create_namespace({"metadata": {"name": "gen"}})
+    assert ns.metadata.generation is None
+    ns = core.patch_namespace("gen", {"metadata": {"labels": {"a": "b"}}, "spec": {"finalizers": ["x.io/y"]}})
+    assert ns.metadata.labels["a"] == "b" and ns.metadata.generation is None
+    assert "generation" not in kubectl.json("get", "namespace", "default")["metadata"]
