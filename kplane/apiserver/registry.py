@@ -752,13 +752,15 @@ class Registry:
                 if m.get("deletionTimestamp"):
                     return obj, False
                 m["deletionTimestamp"] = now_rfc3339()
-                m["deletionGracePeriodSeconds"] = 0
                 if finalizers:
                     m["finalizers"] = finalizers
                 else:
                     m.pop("finalizers", None)
                 if rdef.kind == "Namespace":
+                    # Upstream's namespace storage sets the timestamp and the phase, and no grace period.
                     obj.setdefault("status", {})["phase"] = "Terminating"
+                else:
+                    m["deletionGracePeriodSeconds"] = 0
                 if opts.dry_run:
                     return obj, False
                 try:

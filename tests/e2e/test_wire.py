@@ -84,3 +84,34 @@ def test_services_and_namespaces_carry_no_generation(kp, api, kubectl):
     ns = core.patch_namespace("gen", {"metadata": {"labels": {"a": "b"}}, "spec": {"finalizers": ["x.io/y"]}})
     assert ns.metadata.labels["a"] == "b" and ns.metadata.generation is None
     assert "generation" not in kubectl.json("get", "namespace", "default")["metadata"]
+
+
+def test_a_namespace_deleted_event_carries_its_last_stored_state(api, kubectl):
+    """Upstream's final delete happens inside the /finalize update (ShouldDeleteNamespaceDuringUpdate),
+    and the watch's DELETED event carries the object as last stored: still Terminating, still with
+    the "kubernetes" spec finalizer, with the controller's conditions, and (as upstream's namespace
+    storage never sets one) no deletionGracePeriodSeconds."""
+    from kubernetes import watch
+
+    core = k8s.CoreV1Api(api)
+    ns = core.create_namespace({"metadata": {"name": "ending"}})
+    core.create_namespaced_config_map("ending", {"metadata": {"name": "c"}})
+    events = []
+    w = watch.Watch()
+    kubectl("delete", "namespace", "ending", "--wait=false")
+    for ev in w.stream(core.list_namespace, field_selector="metadata.name=ending",
+                       resource_version=ns.metadata.resource_version, timeout_seconds=30, _preload_content=False):
+        events.append((ev["type"], ev["raw_object"]))
+        if ev["type"] == "DELETED":
+            w.stop()
+    kinds = [t for t, _ in events]
+    assert kinds[0] == "MODIFIED" and kinds[-1] == "DELETED", kinds
+    terminating = events[0][1]
+    assert terminating["status"] == {"phase": "Terminating"} and terminating["metadata"]["deletionTimestamp"]
+    assert "deletionGracePeriodSeconds" not in terminating["metadata"]
+    last = events[-1][1]
+    assert last["spec"] == {"finalizers": ["kubernetes"]} and last["status"]["phase"] == "Terminating"
+    assert "deletionGracePeriodSeconds" not in last["metadata"]
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in last["status"]["conditions"]}
+    assert conditions["NamespaceContentRemaining"] == ("False", "ContentRemoved")
+    assert int(last["metadata"]["resourceVersion"]) > int(events[-2][1]["metadata"]["resourceVersion"])
