@@ -122,10 +122,11 @@ class ResourceHandler:
         headers = _warning_headers(wopts)
         if choice.as_kind == "Table":
             return json_response(build_table(reg.rdef.columns, [obj], include_object=include,
-                                             resource_version=obj["metadata"].get("resourceVersion", "")),
-                                 status, headers=headers)
+                                             resource_version=obj["metadata"].get("resourceVersion", ""),
+                                             api_version=choice.meta_api_version),
+                                 status, choice, headers=headers)
         if choice.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
-            return json_response(_partial(obj), status, headers=headers)
+            return json_response(_partial(obj, choice.meta_api_version), status, choice, headers=headers)
         return json_response(obj, status, choice, headers=headers)
 
     def _list_response(self, reg: Registry, result: ListResult, choice: negotiation.MediaChoice,
@@ -135,16 +136,18 @@ class ResourceHandler:
             include = _include_object(query, choice)
             table = build_table(rdef.columns, result.items, include_object=include,
                                 resource_version=result.resource_version, continue_token=result.continue_token,
-                                remaining=result.remaining)
-            return json_response(table)
+                                remaining=result.remaining, api_version=choice.meta_api_version)
+            return json_response(table, 200, choice)
         list_meta: Obj = {"resourceVersion": result.resource_version}
         if result.continue_token:
             list_meta["continue"] = result.continue_token
         if result.remaining is not None:
             list_meta["remainingItemCount"] = result.remaining
         if choice.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
-            return json_response({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-                                  "metadata": list_meta, "items": [_partial(o) for o in result.items]})
+            api_version = choice.meta_api_version
+            return json_response({"kind": "PartialObjectMetadataList", "apiVersion": api_version,
+                                  "metadata": list_meta, "items": [_partial(o, api_version) for o in result.items]},
+                                 200, choice)
         body = {"kind": rdef.list_kind, "apiVersion": rdef.api_version, "metadata": list_meta,
                 "items": result.items}
         return json_response(body, 200, choice)
@@ -206,12 +209,13 @@ class ResourceHandler:
             return ev.object
         if choice.as_kind == "Table":
             table = build_table(reg.rdef.columns, [ev.object], include_object=include,
-                                resource_version=ev.object["metadata"].get("resourceVersion", ""))
+                                resource_version=ev.object["metadata"].get("resourceVersion", ""),
+                                api_version=choice.meta_api_version)
             if not first_table:
                 table["columnDefinitions"] = None
             return table
         if choice.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
-            return _partial(ev.object)
+            return _partial(ev.object, choice.meta_api_version)
         return ev.object
 
     async def _patch(self, request: web.Request, reg: Registry, namespace: str, info: RequestInfo,
@@ -500,8 +504,8 @@ def _warning_headers(wopts: WriteOptions | None) -> dict[str, str] | None:
     return {"Warning": ", ".join(f'299 - "{w.replace(chr(34), chr(92) + chr(34))}"' for w in wopts.warnings)}
 
 
-def _partial(obj: Obj) -> Obj:
-    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
+def _partial(obj: Obj, api_version: str) -> Obj:
+    return {"kind": "PartialObjectMetadata", "apiVersion": api_version, "metadata": obj.get("metadata", {})}
 
 
 def _returns_deleted_object(reg: Registry) -> bool:

@@ -115,3 +115,52 @@ def test_a_namespace_deleted_event_carries_its_last_stored_state(api, kubectl):
     conditions = {c["type"]: (c["status"], c["reason"]) for c in last["status"]["conditions"]}
     assert conditions["NamespaceContentRemaining"] == ("False", "ContentRemoved")
     assert int(last["metadata"]["resourceVersion"]) > int(events[-2][1]["metadata"]["resourceVersion"])
+
+
+TABLE_V1_YAML = "application/yaml;as=Table;g=meta.k8s.io;v=v1"
+TABLE_V1BETA1 = "application/json;as=Table;v=v1beta1;g=meta.k8s.io"
+
+
+def test_a_table_in_yaml(kp):
+    """Upstream's AllowsMediaTypeTransform lets a Table be served as JSON or YAML."""
+    import yaml
+
+    code, headers, body = call(kp, "GET", "/api/v1/namespaces", headers={"Accept": TABLE_V1_YAML})
+    assert code == 200 and headers["Content-Type"] == "application/yaml"
+    table = yaml.safe_load(body)
+    assert (table["kind"], table["apiVersion"]) == ("Table", "meta.k8s.io/v1")
+    assert "default" in [row["cells"][0] for row in table["rows"]]
+    code, headers, body = call(kp, "GET", "/api/v1/namespaces/default", headers={"Accept": TABLE_V1_YAML})
+    assert code == 200 and headers["Content-Type"] == "application/yaml"
+    assert yaml.safe_load(body)["rows"][0]["object"]["metadata"]["name"] == "default"
+
+
+def test_meta_v1beta1_kinds_are_answered_in_v1beta1(kp):
+    """meta.k8s.io/v1beta1 Table and PartialObjectMetadata[List] are still served (1.32-1.34), in
+    the version asked for, rows' PartialObjectMetadata included."""
+    code, headers, body = call(kp, "GET", "/api/v1/namespaces", headers={"Accept": TABLE_V1BETA1})
+    table = json.loads(body)
+    assert (code, headers["Content-Type"], table["kind"], table["apiVersion"]) == (
+        200, "application/json", "Table", "meta.k8s.io/v1beta1")
+    assert {row["object"]["apiVersion"] for row in table["rows"]} == {"meta.k8s.io/v1beta1"}
+    code, _, body = call(kp, "GET", "/api/v1/namespaces/default", headers={"Accept": TABLE_V1BETA1})
+    assert (code, json.loads(body)["apiVersion"]) == (200, "meta.k8s.io/v1beta1")
+    partial = "application/json;as=PartialObjectMetadataList;v=v1beta1;g=meta.k8s.io"
+    code, _, body = call(kp, "GET", "/api/v1/namespaces", headers={"Accept": partial})
+    listed = json.loads(body)
+    assert (code, listed["kind"], listed["apiVersion"]) == (200, "PartialObjectMetadataList", "meta.k8s.io/v1beta1")
+    assert {(i["kind"], i["apiVersion"]) for i in listed["items"]} == {("PartialObjectMetadata", "meta.k8s.io/v1beta1")}
+    partial = "application/json;as=PartialObjectMetadata;v=v1beta1;g=meta.k8s.io"
+    code, _, body = call(kp, "GET", "/api/v1/namespaces/default", headers={"Accept": partial})
+    assert (code, json.loads(body)["apiVersion"]) == (200, "meta.k8s.io/v1beta1")
+
+
+@pytest.mark.parametrize("accept", ["application/json;as=Table;v=v2;g=meta.k8s.io",
+                                    "application/yaml;as=Foo;v=v1;g=meta.k8s.io",
+                                    "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io"])
+def test_conversions_not_made_are_406_listing_the_serializers(kp, accept):
+    """Upstream's 406 names the endpoint's serializers (MediaTypesForSerializer), not conversions."""
+    code, _, body = call(kp, "GET", "/api/v1/namespaces", headers={"Accept": accept})
+    status = json.loads(body)
+    assert (code, status["reason"], status["message"]) == (
+        406, "NotAcceptable", "only the following media types are accepted: application/json, application/yaml")
