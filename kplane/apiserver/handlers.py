@@ -28,9 +28,15 @@ def json_response(obj: Any, status: int = 200, choice: negotiation.MediaChoice |
     return web.Response(body=body, status=status, content_type=ctype, headers=headers)
 
 
+def raw_json_response(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=negotiation.encode_raw(obj), status=status, content_type="application/json")
+
+
 def status_response(err: errors.StatusError) -> web.Response:
-    return web.Response(body=orjson.dumps(err.to_status()), status=err.code, content_type="application/json",
-                        headers=err.headers or None)
+    status = err.to_status()
+    # A 406 is a failed negotiation: upstream then writes the Status with WriteRawJSON.
+    body = negotiation.encode_raw(status) if err.code == 406 else negotiation.encode(status)[0]
+    return web.Response(body=body, status=err.code, content_type="application/json", headers=err.headers or None)
 
 
 class ResourceHandler:

@@ -120,6 +120,14 @@ def compress_if_large(request_headers: Any, resp: Any) -> None:
 
 
 def encode(obj: Any, choice: MediaChoice | None = None) -> tuple[bytes, str]:
+    """An API answer's body: JSON as upstream's serializer writes it (json.Encoder, so a trailing
+    newline: objects, lists, Status errors, discovery, Tables), or YAML (which ends with one)."""
     if choice is not None and choice.yaml:
         return yaml.safe_dump(obj, sort_keys=False).encode(), "application/yaml"
-    return orjson.dumps(obj), JSON
+    return orjson.dumps(obj) + b"\n", JSON
+
+
+def encode_raw(obj: Any) -> bytes:
+    """What upstream's responsewriters.WriteRawJSON writes (json.MarshalIndent: two-space indent,
+    no trailing newline): /version, the / path index, and a Status no serializer was negotiated for."""
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2)

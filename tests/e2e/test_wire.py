@@ -164,3 +164,60 @@ def test_conversions_not_made_are_406_listing_the_serializers(kp, accept):
     status = json.loads(body)
     assert (code, status["reason"], status["message"]) == (
         406, "NotAcceptable", "only the following media types are accepted: application/json, application/yaml")
+
+
+def test_json_answers_end_with_a_newline_as_upstreams_encoder_writes_them(kp):
+    """Upstream's JSON serializer is a json.Encoder: every object, list, Status error, discovery
+    document and Table ends with "\\n" (and Content-Length counts it)."""
+    table = "application/json;as=Table;v=v1;g=meta.k8s.io"
+    aggregated = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    for method, path, accept in [("GET", "/api/v1/namespaces/default", ""), ("GET", "/api/v1/namespaces", ""),
+                                 ("GET", "/api/v1/namespaces/nope", ""), ("GET", "/api/v1/nothing", ""),
+                                 ("GET", "/api", ""), ("GET", "/apis", ""), ("GET", "/api/v1", ""),
+                                 ("GET", "/apis/rbac.authorization.k8s.io", ""), ("GET", "/api", aggregated),
+                                 ("GET", "/apis/rbac.authorization.k8s.io/v1", ""), ("GET", "/nowhere", ""),
+                                 ("GET", "/api/v1/namespaces", table), ("GET", "/api/v1/namespaces/default", table),
+                                 ("DELETE", "/api/v1/namespaces/default/configmaps/nope", "")]:
+        code, headers, body = call(kp, method, path, headers={"Accept": accept} if accept else {})
+        assert body.endswith(b"}\n") and body.count(b"\n") == 1, (path, accept, body[-40:])
+        assert int(headers["Content-Length"]) == len(body) and json.loads(body)
+    code, headers, body = call(kp, "POST", "/api/v1/namespaces/default/configmaps",
+                               json.dumps({"metadata": {"name": "nl"}}).encode(), {"Content-Type": "application/json"})
+    assert code == 201 and body.endswith(b"}\n") and int(headers["Content-Length"]) == len(body)
+    # These went through the fast lane's one-write path (onewrite.py), which sets Content-Length itself.
+    metrics = call(kp, "GET", "/metrics")[2].decode().splitlines()
+    assert [int(line.split()[-1]) for line in metrics if line.startswith("kplane_apiserver_fast_lane_requests_total")
+            ][0] > 0
+
+
+def test_raw_json_answers_are_indented_without_a_newline(kp):
+    """/version, the / index and a Status no serializer could be negotiated for (406) are written
+    by upstream's WriteRawJSON: json.MarshalIndent, two spaces, no trailing newline."""
+    for path, accept in [("/version", ""), ("/", ""), ("/api/v1/namespaces", "application/vnd.kubernetes.protobuf")]:
+        code, headers, body = call(kp, "GET", path, headers={"Accept": accept} if accept else {})
+        assert body.startswith(b'{\n  "') and body.endswith(b"\n}"), (path, body[:20], body[-20:])
+        assert json.loads(body) and int(headers["Content-Length"]) == len(body)
+    assert call(kp, "GET", "/version")[0] == 200 and call(kp, "GET", "/")[0] == 200
+
+
+def test_gzipped_answers_keep_the_newline(kp, api):
+    import gzip
+
+    core = k8s.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "bulk"}})
+    for i in range(40):
+        core.create_namespaced_config_map("bulk", {"metadata": {"name": f"b{i:02d}"}, "data": {"x": "y" * 4000}})
+    code, headers, body = call(kp, "GET", "/api/v1/namespaces/bulk/configmaps", headers={"Accept-Encoding": "gzip"})
+    assert code == 200 and headers["Content-Encoding"] == "gzip" and int(headers["Content-Length"]) == len(body)
+    plain = gzip.decompress(body)
+    assert plain.endswith(b"]}\n") and len(json.loads(plain)["items"]) == 40
+
+
+def test_clients_read_newline_terminated_answers(kp, api, kubectl):
+    """The official client and kubectl (a Go json decoder) take the answers as they are."""
+    core = k8s.CoreV1Api(api)
+    assert core.read_namespace("default").metadata.name == "default"
+    assert "kube-system" in [n.metadata.name for n in core.list_namespace().items]
+    assert "default" in kubectl("get", "namespaces")
+    assert kubectl.json("version")["serverVersion"]["major"]
+    assert "configmaps" in kubectl("api-resources")
