@@ -685,7 +685,7 @@ def server_side_apply(live: Obj | None, applied: Obj, *, manager: str, force: bo
     `name`, when given, is the name in the URL the result must carry.
     """
     kind = kind or (live or {}).get("kind") or (applied.get("kind") if isinstance(applied, dict) else "") or ""
-    _check_applied(applied, api_version, kind)
+    check_applied(applied, api_version, kind)
     schema = with_object_meta(schema)
     ignored = _ignored_paths(ignored_fields)
     live_obj = _without_managed_fields(live)
@@ -765,7 +765,9 @@ def _update_last_applied(merged: Obj, applied: Obj) -> None:
     annotations[LAST_APPLIED] = json.dumps(config, sort_keys=True, separators=(",", ":")) + "\n"
 
 
-def _check_applied(applied: Any, api_version: str, kind: str) -> None:
+def check_applied(applied: Any, api_version: str, kind: str) -> None:
+    """Upstream's versionCheckManager and the managed-fields checks run on an apply configuration
+    before it is merged (an empty one is a configuration of no type: "invalid object type: /, Kind=")."""
     if not isinstance(applied, dict):
         raise bad_request("error decoding YAML: the apply configuration must be an object")
     if applied.get("apiVersion") != api_version or not applied.get("kind") or applied.get("kind") != kind:

@@ -92,22 +92,22 @@ def column_definitions(columns: Iterable[_ColumnLike]) -> list[dict[str, Any]]:
              "priority": c.priority} for c in columns]
 
 
-def _row_object(obj: dict[str, Any], include_object: str) -> dict[str, Any] | None:
+def _row_object(obj: dict[str, Any], include_object: str, api_version: str) -> dict[str, Any] | None:
     if include_object == "Object":
         return obj
     if include_object == "None":
         return None
-    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-            "metadata": obj.get("metadata") or {}}
+    return {"kind": "PartialObjectMetadata", "apiVersion": api_version, "metadata": obj.get("metadata") or {}}
 
 
 def build_table(columns: list[Any], objects: Iterable[dict[str, Any]], *, include_object: str = "Metadata",
-                resource_version: str = "", continue_token: str = "",
-                remaining: int | None = None) -> dict[str, Any]:
-    """A meta.k8s.io/v1 Table with one row per object.
+                resource_version: str = "", continue_token: str = "", remaining: int | None = None,
+                api_version: str = "meta.k8s.io/v1") -> dict[str, Any]:
+    """A Table with one row per object, of `api_version` (meta.k8s.io/v1, or v1beta1 when asked).
 
-    include_object follows ?includeObject=: "Metadata" (default; a PartialObjectMetadata per row),
-    "Object" (the object itself), "None" (upstream serializes the empty RawExtension as null).
+    include_object follows ?includeObject=: "Metadata" (default; a PartialObjectMetadata per row,
+    of the Table's version), "Object" (the object itself), "None" (upstream serializes the empty
+    RawExtension as null).
     """
     if include_object not in ("Metadata", "Object", "None", ""):
         raise ValueError(f"unrecognized includeObject value: {include_object!r}")
@@ -118,7 +118,8 @@ def build_table(columns: list[Any], objects: Iterable[dict[str, Any]], *, includ
         metadata["continue"] = continue_token
     if remaining is not None:
         metadata["remainingItemCount"] = remaining
-    rows = [{"cells": [c.value(o) for c in columns], "object": _row_object(o, include_object or "Metadata")}
+    include_object = include_object or "Metadata"
+    rows = [{"cells": [c.value(o) for c in columns], "object": _row_object(o, include_object, api_version)}
             for o in objects]
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
+    return {"kind": "Table", "apiVersion": api_version, "metadata": metadata,
             "columnDefinitions": column_definitions(columns), "rows": rows}

@@ -28,9 +28,15 @@ def json_response(obj: Any, status: int = 200, choice: negotiation.MediaChoice |
     return web.Response(body=body, status=status, content_type=ctype, headers=headers)
 
 
+def raw_json_response(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=negotiation.encode_raw(obj), status=status, content_type="application/json")
+
+
 def status_response(err: errors.StatusError) -> web.Response:
-    return web.Response(body=orjson.dumps(err.to_status()), status=err.code, content_type="application/json",
-                        headers=err.headers or None)
+    status = err.to_status()
+    # A 406 is a failed negotiation: upstream then writes the Status with WriteRawJSON.
+    body = negotiation.encode_raw(status) if err.code == 406 else negotiation.encode(status)[0]
+    return web.Response(body=body, status=err.code, content_type="application/json", headers=err.headers or None)
 
 
 class ResourceHandler:
@@ -122,10 +128,11 @@ class ResourceHandler:
         headers = _warning_headers(wopts)
         if choice.as_kind == "Table":
             return json_response(build_table(reg.rdef.columns, [obj], include_object=include,
-                                             resource_version=obj["metadata"].get("resourceVersion", "")),
-                                 status, headers=headers)
+                                             resource_version=obj["metadata"].get("resourceVersion", ""),
+                                             api_version=choice.meta_api_version),
+                                 status, choice, headers=headers)
         if choice.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
-            return json_response(_partial(obj), status, headers=headers)
+            return json_response(_partial(obj, choice.meta_api_version), status, choice, headers=headers)
         return json_response(obj, status, choice, headers=headers)
 
     def _list_response(self, reg: Registry, result: ListResult, choice: negotiation.MediaChoice,
@@ -135,16 +142,18 @@ class ResourceHandler:
             include = _include_object(query, choice)
             table = build_table(rdef.columns, result.items, include_object=include,
                                 resource_version=result.resource_version, continue_token=result.continue_token,
-                                remaining=result.remaining)
-            return json_response(table)
+                                remaining=result.remaining, api_version=choice.meta_api_version)
+            return json_response(table, 200, choice)
         list_meta: Obj = {"resourceVersion": result.resource_version}
         if result.continue_token:
             list_meta["continue"] = result.continue_token
         if result.remaining is not None:
             list_meta["remainingItemCount"] = result.remaining
         if choice.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
-            return json_response({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-                                  "metadata": list_meta, "items": [_partial(o) for o in result.items]})
+            api_version = choice.meta_api_version
+            return json_response({"kind": "PartialObjectMetadataList", "apiVersion": api_version,
+                                  "metadata": list_meta, "items": [_partial(o, api_version) for o in result.items]},
+                                 200, choice)
         body = {"kind": rdef.list_kind, "apiVersion": rdef.api_version, "metadata": list_meta,
                 "items": result.items}
         return json_response(body, 200, choice)
@@ -206,12 +215,13 @@ class ResourceHandler:
             return ev.object
         if choice.as_kind == "Table":
             table = build_table(reg.rdef.columns, [ev.object], include_object=include,
-                                resource_version=ev.object["metadata"].get("resourceVersion", ""))
+                                resource_version=ev.object["metadata"].get("resourceVersion", ""),
+                                api_version=choice.meta_api_version)
             if not first_table:
                 table["columnDefinitions"] = None
             return table
         if choice.as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
-            return _partial(ev.object)
+            return _partial(ev.object, choice.meta_api_version)
         return ev.object
 
     async def _patch(self, request: web.Request, reg: Registry, namespace: str, info: RequestInfo,
@@ -244,7 +254,10 @@ class ResourceHandler:
             def apply_patch(current: Obj) -> Obj:
                 return patches.apply_strategic_merge_patch(current, body, schema)
         else:
-            body = _object_body(negotiation.decode_body(raw, ctype))
+            # An empty (or null) configuration decodes, as upstream's YAML decoding into a map does,
+            # to no fields at all; the type check below then refuses it.
+            body = negotiation.decode_body(raw, ctype)
+            body = _object_body({} if body is None else body)
             if not request.query.get("fieldManager"):
                 raise errors.bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required "
                                          "value: is required for apply patch")
@@ -279,9 +292,10 @@ def _object_body(body: Any) -> Obj:
 
 
 def _check_applied(reg: Registry, body: Obj, name: str, namespace: str) -> None:
+    from kplane.apimachinery import apply as ssa
+
+    ssa.check_applied(body, reg.rdef.api_version, reg.rdef.kind)  # before the name, as upstream
     m = body.get("metadata") or {}
-    if not body.get("apiVersion") or not body.get("kind"):
-        raise errors.bad_request("invalid object type: apiVersion and kind must be set in an apply patch")
     if m.get("name") and m["name"] != name:
         raise errors.bad_request(f"the name of the object ({m['name']}) does not match the name on the URL "
                                  f"({name})")
@@ -496,8 +510,8 @@ def _warning_headers(wopts: WriteOptions | None) -> dict[str, str] | None:
     return {"Warning": ", ".join(f'299 - "{w.replace(chr(34), chr(92) + chr(34))}"' for w in wopts.warnings)}
 
 
-def _partial(obj: Obj) -> Obj:
-    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
+def _partial(obj: Obj, api_version: str) -> Obj:
+    return {"kind": "PartialObjectMetadata", "apiVersion": api_version, "metadata": obj.get("metadata", {})}
 
 
 def _returns_deleted_object(reg: Registry) -> bool:

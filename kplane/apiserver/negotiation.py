@@ -31,7 +31,14 @@ class MediaChoice:
 
     as_kind: str = ""  # "", "Table", "PartialObjectMetadata", "PartialObjectMetadataList", "APIGroupDiscoveryList"
     yaml: bool = False
-    as_version: str = ""  # for APIGroupDiscoveryList: "v2", or "v2beta1" (the same document, still served in 1.32)
+    # The version of as_kind: "v1" or "v1beta1" for the meta.k8s.io kinds (upstream still serves
+    # both); for APIGroupDiscoveryList "v2", or "v2beta1" (the same document, still served in 1.32).
+    as_version: str = ""
+
+    @property
+    def meta_api_version(self) -> str:
+        """apiVersion of the meta.k8s.io kind asked for (Table, PartialObjectMetadata[List])."""
+        return f"meta.k8s.io/{self.as_version or 'v1'}"
 
 
 @functools.lru_cache(maxsize=256)  # clients send the same few Accept headers over and over
@@ -43,7 +50,6 @@ def parse_accept(accept: str) -> MediaChoice:
     """
     if not accept:
         return MediaChoice()
-    saw_protobuf_only = True
     for part in accept.split(","):
         fields = [f.strip() for f in part.split(";")]
         mime = fields[0].lower()
@@ -53,28 +59,25 @@ def parse_accept(accept: str) -> MediaChoice:
                 k, v = f.split("=", 1)
                 params[k.strip()] = v.strip()
         if mime in ("application/json", "*/*", "application/*", "application/yaml"):
-            saw_protobuf_only = False
             as_kind = params.get("as", "")
+            yaml_wanted = mime == "application/yaml"
             if as_kind:
                 group, version = params.get("g", ""), params.get("v", "")
-                if as_kind == "Table" and group == "meta.k8s.io" and version in ("v1", "v1beta1"):
-                    return MediaChoice("Table")
-                if as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList") and \
+                # Upstream's AllowsMediaTypeTransform: a Table in JSON or YAML, PartialObjectMetadata[List]
+                # in any serialization, each of meta.k8s.io v1 or v1beta1 (answered in that version).
+                if as_kind in ("Table", "PartialObjectMetadata", "PartialObjectMetadataList") and \
                         group == "meta.k8s.io" and version in ("v1", "v1beta1"):
-                    return MediaChoice(as_kind)
+                    return MediaChoice(as_kind, yaml=yaml_wanted, as_version=version)
                 if as_kind == "APIGroupDiscoveryList" and group == "apidiscovery.k8s.io" and \
                         version in ("v2", "v2beta1"):
                     return MediaChoice(as_kind, as_version=version)
                 continue  # an "as" we do not serve: try the next alternative
-            return MediaChoice(yaml=mime == "application/yaml")
-    if saw_protobuf_only:
-        raise errors.not_acceptable("only the following media types are accepted: application/json, "
-                                    "application/yaml")
-    # Only conversions this server does not make (as=Foo, a Table of v2, ...): 406, as upstream.
+            return MediaChoice(yaml=yaml_wanted)
+    # Nothing acceptable: only protobuf, or only conversions this server does not make (as=Foo, a
+    # Table of v2, ...). Upstream's 406 lists the endpoint's serializers either way
+    # (NewNotAcceptableError(MediaTypesForSerializer)), not the conversions.
     raise errors.not_acceptable("only the following media types are accepted: application/json, "
-                                "application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io, "
-                                "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io, "
-                                "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io")
+                                "application/yaml")
 
 
 def decode_body(body: bytes, content_type: str) -> Any:
@@ -117,6 +120,14 @@ def compress_if_large(request_headers: Any, resp: Any) -> None:
 
 
 def encode(obj: Any, choice: MediaChoice | None = None) -> tuple[bytes, str]:
+    """An API answer's body: JSON as upstream's serializer writes it (json.Encoder, so a trailing
+    newline: objects, lists, Status errors, discovery, Tables), or YAML (which ends with one)."""
     if choice is not None and choice.yaml:
         return yaml.safe_dump(obj, sort_keys=False).encode(), "application/yaml"
-    return orjson.dumps(obj), JSON
+    return orjson.dumps(obj) + b"\n", JSON
+
+
+def encode_raw(obj: Any) -> bytes:
+    """What upstream's responsewriters.WriteRawJSON writes (json.MarshalIndent: two-space indent,
+    no trailing newline): /version, the / path index, and a Status no serializer was negotiated for."""
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2)

@@ -398,7 +398,8 @@ class Registry:
         m["uid"] = new_uid()
         m["creationTimestamp"] = now_rfc3339()
         if rdef.has_status:
-            m["generation"] = 1
+            if rdef.generation:
+                m["generation"] = 1
             if "status" in rdef.subresources:
                 obj.pop("status", None)
         if rdef.prepare_create:
@@ -706,7 +707,7 @@ class Registry:
                 new.pop("status", None)
         if rdef.prepare_update:
             rdef.prepare_update(new, old)
-        if rdef.has_status and _spec_changed(new, old):
+        if rdef.has_status and rdef.generation and _spec_changed(new, old):
             nm["generation"] = om.get("generation", 1) + 1
         return new
 
@@ -751,13 +752,15 @@ class Registry:
                 if m.get("deletionTimestamp"):
                     return obj, False
                 m["deletionTimestamp"] = now_rfc3339()
-                m["deletionGracePeriodSeconds"] = 0
                 if finalizers:
                     m["finalizers"] = finalizers
                 else:
                     m.pop("finalizers", None)
                 if rdef.kind == "Namespace":
+                    # Upstream's namespace storage sets the timestamp and the phase, and no grace period.
                     obj.setdefault("status", {})["phase"] = "Terminating"
+                else:
+                    m["deletionGracePeriodSeconds"] = 0
                 if opts.dry_run:
                     return obj, False
                 try:

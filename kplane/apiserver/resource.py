@@ -68,6 +68,9 @@ class ResourceDef:
     # True for types whose objects carry spec/status and a metadata.generation
     # that is bumped only when spec changes.
     has_status: bool = False
+    # With has_status: whether the strategy keeps metadata.generation (1 on create, +1 per spec
+    # change). Upstream's Service and Namespace strategies set none, so their objects have none.
+    generation: bool = True
     # Name validation: "subdomain" (DNS-1123 subdomain, most types), "label"
     # (DNS-1123 label: namespaces, services), "path" (any path segment name).
     name_validation: str = "subdomain"

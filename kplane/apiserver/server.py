@@ -22,7 +22,7 @@ from kplane.apiserver import discovery as disco
 from kplane.apiserver import fastpath, negotiation
 from kplane.apiserver.audit import HEADER_AUDIT_ID, Auditor, audit_id
 from kplane.apiserver.auth import ALLOW, RequestAttributes, UserInfo
-from kplane.apiserver.handlers import ResourceHandler, json_response, status_response
+from kplane.apiserver.handlers import ResourceHandler, json_response, raw_json_response, status_response
 from kplane.apiserver.health import HealthChecks
 from kplane.apiserver.metrics import RequestMetrics, request_key, storage_objects_text
 from kplane.apiserver.registry import Registry, decode_stored
@@ -350,11 +350,11 @@ class GenericAPIServer:
             if path.startswith(f"/{endpoint}/"):
                 return await self.health.handle(request, endpoint, path.split("/", 2)[2])
         if path == "/version":
-            return json_response(self.version_info)
+            return raw_json_response(self.version_info)
         if path in ("/api", "/apis") or info.api_prefix:
             return await self._discovery(request, info)
         if path == "/":
-            return json_response({"paths": sorted(self._root_paths())})
+            return raw_json_response({"paths": sorted(self._root_paths())})
         raise errors.StatusError(404, "NotFound", "the server could not find the requested resource", {})
 
     def _root_paths(self) -> set[str]:

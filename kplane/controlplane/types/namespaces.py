@@ -97,7 +97,7 @@ def _phase(obj: Obj) -> str:
 def resources() -> list[ResourceDef]:
     return [ResourceDef(
         group="", version="v1", kind="Namespace", plural="namespaces", namespaced=False,
-        short_names=["ns"], subresources=["status", "finalize"], has_status=True,
+        short_names=["ns"], subresources=["status", "finalize"], has_status=True, generation=False,
         # Upstream's namespace storage has no DeleteCollection (a collection DELETE answers 405).
         verbs=["create", "delete", "get", "list", "patch", "update", "watch"],
         schema=NAMESPACE, openapi_name="io.k8s.api.core.v1.Namespace", name_validation="label",

@@ -576,7 +576,7 @@ def resources() -> list[ResourceDef]:
     docs = {k: v.get("description", "") for k, v in SERVICE_SPEC["properties"].items()}
     return [ResourceDef(
         group="", version="v1", kind="Service", plural="services", short_names=["svc"], categories=["all"],
-        subresources=["status"], has_status=True, name_validation="dns1035",
+        subresources=["status"], has_status=True, generation=False, name_validation="dns1035",
         schema=SERVICE, openapi_name="io.k8s.api.core.v1.Service",
         columns=[name_column(),
                  string_column("Type", _spec_field("type"), docs["type"]),
