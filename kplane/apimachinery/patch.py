@@ -9,6 +9,7 @@ Pure functions over plain dicts. Errors are StatusErrors shaped like kube-apiser
                                                         due to an error in our request", the patch
                                                         library's message as an UnexpectedServerResponse cause
 - more than 10000 JSON patch operations              -> 413 RequestEntityTooLarge
+- copy operations adding more than 3 MiB in all      -> 422, as any patch that does not apply
 - a malformed strategic merge patch                  -> 400 BadRequest (upstream answers a few of these
                                                         with a bare 500; kplane never answers bad input with 500)
 
@@ -33,6 +34,10 @@ Obj = dict[str, Any]
 Schema = dict[str, Any]
 
 MAX_JSON_PATCH_OPERATIONS = 10000
+# genericapiserver's JSONPatchMaxCopyBytes (jsonpatch.AccumulatedCopySizeLimit): what all the copy
+# operations of one patch may add together, so that a few bytes of patch cannot double an object
+# again and again.
+MAX_JSON_PATCH_COPY_BYTES = 3 * 1024 * 1024
 
 _DIRECTIVE = "$patch"
 _RETAIN_KEYS = "$retainKeys"
@@ -51,9 +56,18 @@ def apply_json_patch(obj: Obj, patch: bytes | str | list[Any]) -> Obj:
                           f"The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, "
                           f"got {len(ops)}")
     doc = copy.deepcopy(obj)
+    copied = 0
     for op in ops:
         try:
-            doc = jsonpatch.JsonPatch([op]).apply(doc)
+            if op.get("op") == "copy":
+                copied += _copy_size(doc, op)
+                if copied > MAX_JSON_PATCH_COPY_BYTES:
+                    raise _json_patch_failed(
+                        f"Unable to complete the copy, the accumulated size increase of copy is {copied}, "
+                        f"exceeding the limit {MAX_JSON_PATCH_COPY_BYTES}")
+            # In place: `doc` is already this call's own copy, and a copy per operation would make
+            # 10000 operations on a large object cost 10000 deep copies of it.
+            doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
         except jsonpatch.JsonPatchTestFailed:
             raise _json_patch_failed(f"testing value {op.get('path')} failed: test failed") from None
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
@@ -61,6 +75,15 @@ def apply_json_patch(obj: Obj, patch: bytes | str | list[Any]) -> Obj:
     if not isinstance(doc, dict):
         raise _json_patch_failed("the patched document is not a JSON object")
     return doc
+
+
+def _copy_size(doc: Any, op: dict[str, Any]) -> int:
+    """The size a copy operation adds, as json-patch's deepCopy measures it: the copied value's JSON."""
+    try:
+        value = jsonpointer.resolve_pointer(doc, op.get("from", ""))
+    except (jsonpointer.JsonPointerException, TypeError):
+        return 0  # the operation itself reports the missing path
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _decode_json_patch(patch: bytes | str | list[Any]) -> list[dict[str, Any]]:

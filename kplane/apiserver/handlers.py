@@ -447,11 +447,7 @@ def _list_options(reg: Registry, query: Any, watch: bool = False, name: str = ""
             raise errors.bad_request(f'field label not supported: {sorted(unsupported)[0]}')
     limit = 0
     if query.get("limit"):
-        try:
-            limit = int(query["limit"])
-        except ValueError:
-            raise errors.bad_request(f'invalid limit "{query["limit"]}"') from None
-        limit = max(limit, 0)
+        limit = max(_query_int64(query["limit"]), 0)
     rv_match = query.get("resourceVersionMatch", "")
     rv = query.get("resourceVersion", "")
     _validate_list_options(query, rv, rv_match, watch)
@@ -460,6 +456,18 @@ def _list_options(reg: Registry, query: Any, watch: bool = False, name: str = ""
     return ListOptions(label_selector=label_selector, field_selector=field_selector, limit=limit,
                        continue_token=query.get("continue", ""), resource_version=rv,
                        resource_version_match=rv_match)
+
+
+def _query_int64(value: str) -> int:
+    """An int64 query parameter as upstream's conversion reads it (strconv.ParseInt(v, 10, 64));
+    malformed or out of range is a 400 with strconv's message."""
+    digits = value[1:] if value[:1] in ("+", "-") else value
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise errors.bad_request(f'strconv.ParseInt: parsing "{value}": invalid syntax')
+    n = int(value)
+    if not -(2**63) <= n < 2**63:
+        raise errors.bad_request(f'strconv.ParseInt: parsing "{value}": value out of range')
+    return n
 
 
 def _watch_timeout(query: Any) -> float:

@@ -95,10 +95,68 @@ def decode_body(body: bytes, content_type: str) -> Any:
         return protobuf.decode_k8s_protobuf(body)
     if mime in ("application/yaml", "application/apply-patch+yaml", "text/yaml"):
         try:
-            return yaml.safe_load(body)
+            return load_yaml(body)
         except yaml.YAMLError as e:
             raise errors.bad_request(f"error decoding YAML: {e}") from None
+        except RecursionError:
+            raise errors.bad_request("error decoding YAML: yaml: exceeded max depth") from None
     raise errors.unsupported_media_type(content_type)
+
+
+class ExcessiveAliasing(yaml.YAMLError):
+    def __str__(self) -> str:
+        return "yaml: document contains excessive aliasing"
+
+
+def _allowed_alias_ratio(decode_count: int) -> float:
+    # go-yaml's allowedAliasRatio: 99% of the decode operations may come from alias expansion up to
+    # 400,000 operations, scaling down to 10% at 4,000,000.
+    low, high = 400_000, 4_000_000
+    if decode_count <= low:
+        return 0.99
+    if decode_count >= high:
+        return 0.10
+    return 0.99 - 0.89 * (decode_count - low) / (high - low)
+
+
+def _check_aliasing(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it out of proportion ("billion laughs"), counting as
+    go-yaml's decoder does (every node decoded, and those decoded through an alias), before anything
+    builds the expanded value. A node met a second time is an alias use; so is all beneath it."""
+    decode_count = alias_count = 0
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, in_alias = stack.pop()
+        if id(node) in seen:  # the alias node itself is decoded too, then its target within the alias
+            decode_count += 1
+            alias_count += in_alias
+            in_alias = True
+        seen.add(id(node))
+        decode_count += 1
+        alias_count += in_alias
+        if (alias_count > 100 and decode_count > 1000
+                and alias_count / decode_count > _allowed_alias_ratio(decode_count)):
+            raise ExcessiveAliasing()
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, in_alias) for item in reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in reversed(node.value):
+                stack.append((value, in_alias))
+                stack.append((key, in_alias))
+
+
+def load_yaml(body: bytes | str) -> Any:
+    """yaml.safe_load, refusing excessive aliasing as go-yaml (sigs.k8s.io/yaml) does."""
+    loader = yaml.SafeLoader(body)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_aliasing(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 # kube-apiserver's APIResponseCompression (on by default): answers above 128 KiB are gzipped, at

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -93,12 +94,34 @@ class ServiceAccountTokenAuthenticator:
         if sa is None:
             # The lister's NotFound names the singular resource.
             raise TokenError(f'serviceaccount "{ref.get("name", "")}" not found')
-        if claims.get("legacy") and (sa.get("metadata") or {}).get("deletionTimestamp"):
+        sa_meta = sa.get("metadata") or {}
+        if claims.get("legacy") and sa_meta.get("deletionTimestamp"):
             raise TokenError(f"ServiceAccount {namespace}/{ref.get('name', '')} has been deleted")
-        uid = (sa.get("metadata") or {}).get("uid", "")
+        if not claims.get("legacy") and _deleted_before_leeway(sa_meta):
+            raise TokenError(f"service account {namespace}/{ref.get('name', '')} has been deleted")
+        uid = sa_meta.get("uid", "")
         if uid != ref.get("uid"):
             raise TokenError(f"service account UID ({uid}) does not match claim ({ref.get('uid')})")
+        if not claims.get("legacy"):
+            self._check_bound_object(namespace, private)
         return userinfo_from_claims(claims)
+
+    def _check_bound_object(self, namespace: str, private: dict) -> None:
+        """The bound-token validator (pkg/serviceaccount/claims.go): a token bound to a Secret, Pod
+        or Node is valid only while that object exists with the UID in the claim. kplane serves
+        Secrets only, so a Pod or Node claim can never be satisfied."""
+        for claim in ("pod", "node"):
+            if private.get(claim) is not None:
+                raise TokenError("service account token has been invalidated")
+        ref = private.get("secret")
+        if ref is None:
+            return
+        secret = self.get_secret(namespace, ref.get("name", "")) if self.get_secret is not None else None
+        if secret is None or _deleted_before_leeway(secret.get("metadata") or {}):
+            raise TokenError("service account token has been invalidated")
+        uid = (secret.get("metadata") or {}).get("uid", "")
+        if uid != ref.get("uid"):
+            raise TokenError(f"secret UID ({uid}) does not match service account secret ref claim ({ref.get('uid')})")
 
     def _check_legacy_secret(self, token: str, namespace: str, secret_name: str) -> None:
         """The legacy validator: a token from a Secret is valid while that Secret holds it."""
@@ -112,6 +135,19 @@ class ServiceAccountTokenAuthenticator:
             matches = False
         if not matches:
             raise TokenError("token does not match server's copy")
+
+
+def _deleted_before_leeway(meta: dict, leeway: float = 60.0) -> bool:
+    """Upstream treats an object whose deletionTimestamp is more than jwt.DefaultLeeway (1 minute)
+    in the past as gone (graceful deletion keeps it readable a little longer)."""
+    stamp = meta.get("deletionTimestamp")
+    if not stamp:
+        return False
+    try:
+        deleted = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return True
+    return deleted < time.time() - leeway
 
 
 class TokenAuthenticator:

@@ -342,7 +342,8 @@ class SQLiteStore:
             sql = f"SELECT key, value, create_revision, revision {rows_sql}"
             args.append(revision)
         # One extra row tells whether the limit cut the list short.
-        rows = conn.execute(sql + " ORDER BY key LIMIT ?", [*args, limit + 1 if limit > 0 else -1]).fetchall()
+        limit_rows = min(limit + 1, 2**63 - 1) if limit > 0 else -1  # SQLite integers are 64-bit
+        rows = conn.execute(sql + " ORDER BY key LIMIT ?", [*args, limit_rows]).fetchall()
         more = limit > 0 and len(rows) > limit
         remaining = 0
         if more:

@@ -436,6 +436,60 @@ def test_forged_identity_is_stripped_by_kplane_and_refused_by_wardle(k8s: Any, w
     assert json.loads(exc.value.read())["reason"] == "Unauthorized"
 
 
+def _expired_client_cert(ca_cert: Path, ca_key: Path, cn: str, out: Path) -> tuple[str, str]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=3)).not_valid_after(now - dt.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(signer, hashes.SHA256()))
+    (out / f"{cn}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (out / f"{cn}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    return str(out / f"{cn}.crt"), str(out / f"{cn}.key")
+
+
+def test_bad_client_certificates_straight_to_wardle_are_401(wardle: ExtensionProcess, kp: KplaneProcess,
+                                                            tmp_path: Path) -> None:
+    """As kube-apiserver's generic server: the handshake takes any client certificate and the
+    authenticator answers a bad one (unknown CA, expired) with a 401 Status, not a TLS alert."""
+    pki = kp.data_dir / "pki"
+    unknown_ca, unknown_key = self_signed_ca("mallory-ca")
+    (tmp_path / "mallory-ca.crt").write_bytes(unknown_ca)
+    (tmp_path / "mallory-ca.key").write_bytes(unknown_key)
+    from kplane.controlplane.pki import issue_client_cert
+
+    forged, forged_key = issue_client_cert(tmp_path / "mallory-ca.crt", tmp_path / "mallory-ca.key",
+                                           "front-proxy-client")
+    (tmp_path / "forged.crt").write_bytes(forged)
+    (tmp_path / "forged.key").write_bytes(forged_key)
+    certs = {
+        "unknown CA": (str(tmp_path / "forged.crt"), str(tmp_path / "forged.key")),
+        "expired front-proxy": _expired_client_cert(pki / "front-proxy-ca.crt", pki / "front-proxy-ca.key",
+                                                    "front-proxy-client", tmp_path),
+        "expired client": _expired_client_cert(pki / "ca.crt", pki / "ca.key", "kplane-admin", tmp_path),
+    }
+    for what, chain in certs.items():
+        ctx = _insecure_ctx()
+        ctx.load_cert_chain(*chain)
+        req = urllib.request.Request(f"https://127.0.0.1:{wardle.port}/apis/{GV}/namespaces/default/flunders",
+                                     headers={"X-Remote-User": "system:admin", "X-Remote-Group": "system:masters"})
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(req, context=ctx, timeout=10)
+        assert exc.value.code == 401, what
+        assert json.loads(exc.value.read())["reason"] == "Unauthorized", what
+
+
 # ---- the backend goes away and comes back ---------------------------------------------------------
 
 

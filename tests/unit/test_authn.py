@@ -210,3 +210,55 @@ def test_with_authenticated_group(user: UserInfo, groups: tuple[str, ...]) -> No
     out = with_authenticated_group(user)
     assert out.groups == groups
     assert (out.name, out.uid) == (user.name, user.uid)
+
+
+# ---------------------------------------------------------------------------------------------
+# The ServiceAccount token validator: the bound object must still exist
+# ---------------------------------------------------------------------------------------------
+
+
+def _sa_authenticator(objects: dict[tuple[str, str, str], dict]):
+    from kplane.controlplane.authentication import ServiceAccountTokenAuthenticator
+
+    def getter(kind: str):
+        return lambda namespace, name: objects.get((kind, namespace, name))
+    verifier = ServiceAccountTokenVerifier([EC_KEY.public_key()])
+    return ServiceAccountTokenAuthenticator(verifier, getter("sa"), getter("secret"))
+
+
+def test_secret_bound_token_is_invalidated_with_its_secret() -> None:
+    import time
+
+    from kplane.controlplane.authentication import TokenError
+
+    objects = {("sa", "ns", "sa1"): {"metadata": {"name": "sa1", "uid": "sa-uid"}},
+               ("secret", "ns", "s1"): {"metadata": {"name": "s1", "uid": "secret-uid"}}}
+    auth = _sa_authenticator(objects)
+    token = ServiceAccountTokenIssuer(EC_KEY).issue(
+        "ns", "sa1", "sa-uid", [DEFAULT_ISSUER], 3600,
+        bound_object={"kind": "Secret", "name": "s1", "uid": "secret-uid"})
+    assert auth.authenticate(token).name == "system:serviceaccount:ns:sa1"
+    # Deleted just now (graceful deletion, inside the leeway): still valid, as upstream.
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    objects[("secret", "ns", "s1")]["metadata"]["deletionTimestamp"] = now
+    assert auth.authenticate(token).name == "system:serviceaccount:ns:sa1"
+    objects[("secret", "ns", "s1")]["metadata"]["deletionTimestamp"] = "2000-01-01T00:00:00Z"
+    with pytest.raises(TokenError, match="^service account token has been invalidated$"):
+        auth.authenticate(token)
+    del objects[("secret", "ns", "s1")]
+    with pytest.raises(TokenError, match="^service account token has been invalidated$"):
+        auth.authenticate(token)
+    objects[("secret", "ns", "s1")] = {"metadata": {"name": "s1", "uid": "other-uid"}}  # recreated
+    with pytest.raises(TokenError, match=r"^secret UID \(other-uid\) does not match service account secret ref "
+                                         r"claim \(secret-uid\)$"):
+        auth.authenticate(token)
+    # kplane serves no Pods or Nodes, so a token bound to one can never be valid.
+    pod_token = ServiceAccountTokenIssuer(EC_KEY).issue(
+        "ns", "sa1", "sa-uid", [DEFAULT_ISSUER], 3600, bound_object={"kind": "Pod", "name": "p", "uid": "pod-uid"})
+    with pytest.raises(TokenError, match="invalidated"):
+        auth.authenticate(pod_token)
+    # A bound token's ServiceAccount deleted more than a minute ago (a finalizer keeps it) is refused.
+    objects[("sa", "ns", "sa1")]["metadata"]["deletionTimestamp"] = "2000-01-01T00:00:00Z"
+    plain = ServiceAccountTokenIssuer(EC_KEY).issue("ns", "sa1", "sa-uid", [DEFAULT_ISSUER], 3600)
+    with pytest.raises(TokenError, match="^service account ns/sa1 has been deleted$"):
+        auth.authenticate(plain)

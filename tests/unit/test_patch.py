@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 
@@ -94,6 +95,32 @@ def test_json_patch_operation_limit_is_413():
         apply_json_patch({}, [{"op": "test", "path": "", "value": {}}] * 10001)
     assert e.value.code == 413
     assert e.value.message == "The allowed maximum operations in a JSON patch is 10000, got 10001"
+
+
+def test_json_patch_copies_are_limited_to_3_mib_in_all():
+    # Each copy doubles /spec: 40 of them would be 2**40 times its size.
+    obj = {"spec": {"a": "x" * 1000}}
+    ops = [{"op": "copy", "from": "/spec", "path": f"/spec/n{i}"} for i in range(40)]
+    started = time.monotonic()
+    with pytest.raises(StatusError) as e:
+        apply_json_patch(obj, ops)
+    assert time.monotonic() - started < 5
+    assert e.value.code == 422
+    [cause] = e.value.details["causes"]
+    assert cause["message"].startswith("Unable to complete the copy, the accumulated size increase of copy is ")
+    assert cause["message"].endswith(", exceeding the limit 3145728")
+    # Copies adding up to less pass, and measure the copied JSON.
+    out = apply_json_patch(obj, [{"op": "copy", "from": "/spec", "path": "/spec/n"}] * 3)
+    assert out["spec"]["n"]["n"]["n"] == {"a": "x" * 1000}
+
+
+def test_json_patch_many_operations_on_a_large_object_stay_cheap():
+    obj = {"data": {f"k{i}": str(i) for i in range(20000)}}
+    started = time.monotonic()
+    out = apply_json_patch(obj, [{"op": "test", "path": "/data/k1", "value": "1"}] * 9999
+                           + [{"op": "remove", "path": "/data/k2"}])
+    assert time.monotonic() - started < 5
+    assert "k2" not in out["data"] and "k2" in obj["data"]
 
 
 # --------------------------------------------------------------------------- merge patch
