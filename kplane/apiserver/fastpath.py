@@ -47,6 +47,11 @@ _METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE"))
 _MAX_HEAD = 64 * 1024
 _HOLD_LIMIT = 1024 * 1024  # bytes held behind a running fast request before reading pauses
 _KEEPALIVE_HOLD = 3600.0  # aiohttp's idle timer must not close a connection mid fast request
+# kube-apiserver's ReadHeaderTimeout (secure_serving.go): a request head, the first one counted from
+# the connection's start, must be complete within this or the connection is closed without an
+# answer, as Go's server does; aiohttp has no such limit, so a client trickling a head held its
+# connection open forever.
+READ_HEADER_TIMEOUT = 32.0
 
 # Filters + dispatch, as the GenericAPIServer runs them for aiohttp's requests.
 Serve = Callable[["FastRequest"], Awaitable[web.StreamResponse]]
@@ -205,7 +210,8 @@ class FastRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the fast lane in front of its parser."""
 
     __slots__ = ("_aio_partial", "_aio_payload", "_express", "_express_over", "_express_request", "_fast_head",
-                 "_fast_held", "_fast_held_paused", "_fast_task", "_fast_wait", "_lane", "_peer_der", "_peer_host")
+                 "_fast_held", "_fast_held_paused", "_fast_task", "_fast_wait", "_header_timer", "_lane", "_peer_der",
+                 "_peer_host")
 
     def __init__(self, *args: Any, lane: FastLane, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -223,6 +229,7 @@ class FastRequestHandler(RequestHandler):
         self._peer_host: Any = _UNSET
         self._peer_der: Any = _UNSET
         self._fast_head: _Head | None = None  # the last header block parsed on this connection
+        self._header_timer: asyncio.TimerHandle | None = None  # armed while a request head is awaited
 
     def peer_host(self) -> str | None:
         if self._peer_host is _UNSET:
@@ -237,7 +244,26 @@ class FastRequestHandler(RequestHandler):
 
     # ---- protocol ---------------------------------------------------------------------------------
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._header_timer = self._loop.call_later(READ_HEADER_TIMEOUT, self._header_timeout)
+
     def data_received(self, data: bytes) -> None:
+        self._receive(data)
+        if self._aio_partial or (self._fast_wait and b"\r\n\r\n" not in self._fast_wait):
+            if self._header_timer is None:  # a request head has begun: it has READ_HEADER_TIMEOUT
+                self._header_timer = self._loop.call_later(READ_HEADER_TIMEOUT, self._header_timeout)
+        elif self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport is not None:
+            log.debug("closing a connection whose request head did not arrive within %ss", READ_HEADER_TIMEOUT)
+            self.transport.close()
+
+    def _receive(self, data: bytes) -> None:
         if self._fast_task is not None or self._express is not None:
             self._hold(data)
             return
@@ -284,6 +310,9 @@ class FastRequestHandler(RequestHandler):
         await super().shutdown(timeout)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         task, self._fast_task = self._fast_task, None
         if task is not None and not task.done():
             task.cancel()
