@@ -58,7 +58,8 @@ async def test_a_head_not_complete_in_time_closes_the_connection_unanswered(serv
 
 async def _status(reader: asyncio.StreamReader) -> int:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
     await reader.readexactly(length)
     return int(head.split(b" ")[1])
 
