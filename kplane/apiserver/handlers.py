@@ -471,13 +471,13 @@ def _query_int64(value: str) -> int:
 
 
 def _watch_timeout(query: Any) -> float:
-    if query.get("timeoutSeconds"):
-        try:
-            seconds = max(float(query["timeoutSeconds"]), 0.0)
-        except ValueError:
-            raise errors.bad_request(f'invalid timeoutSeconds "{query["timeoutSeconds"]}"') from None
-        if seconds > 0:  # 0 means no timeout asked for: the server's own, as upstream
-            return seconds
+    """The watch's timeout in seconds, as upstream's ListResource works it out: timeoutSeconds
+    is an int64 (400 otherwise); 0 or none means the server's own (minRequestTimeout, jittered);
+    a negative one ends the watch at once (Go's timer fires immediately)."""
+    value = query.get("timeoutSeconds")
+    seconds = _query_int64(value) if value else 0
+    if seconds != 0:
+        return float(seconds)
     return MIN_REQUEST_TIMEOUT * (1 + random.random())
 
 

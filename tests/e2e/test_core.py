@@ -302,6 +302,11 @@ def test_watch_and_table_request_errors_are_clean_statuses(kp):
     # timeoutSeconds=0 asks for no particular timeout: the watch stays open.
     with pytest.raises(TimeoutError):
         get("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=0&timeoutSeconds=0", timeout=2)
+    # A negative one ends the watch at once (Go's timer); it is an int64, as upstream parses it.
+    code, _ = get("/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=-1", timeout=5)
+    assert code == 200
+    code, body = get("/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1.5")
+    assert code == 400 and 'strconv.ParseInt: parsing "1.5": invalid syntax' in json.loads(body)["message"]
     table = "application/json;as=Table;v=v1;g=meta.k8s.io"
     code, body = get("/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
                      "?includeObject=Object", table)
