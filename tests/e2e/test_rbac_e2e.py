@@ -281,6 +281,21 @@ def test_escalation_refused(kp):
     can_i(dave, "bind", "clusterroles/cluster-admin", "-n", NS, expect="yes")
     kubectl(dave, "create", "rolebinding", "root-for-frank", "-n", NS, "--clusterrole=cluster-admin",
             "--user=frank")
+    # A PUT may create a Role (AllowCreateOnUpdate, as upstream's RBAC strategies) -- the create's
+    # escalation check included; a ConfigMap may not be created that way.
+    def role(name: str, resource: str) -> str:
+        return json.dumps({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                           "metadata": {"name": name, "namespace": NS},
+                           "rules": [{"apiGroups": [""], "resources": [resource], "verbs": ["get"]}]})
+    r = kubectl(dave, "replace", "-f", "-", input=role("put-created", "configmaps"))
+    assert "role.rbac.authorization.k8s.io/put-created replaced" in r.stdout
+    assert admin(kp, "get", "role", "put-created", "-n", NS, "-o", "jsonpath={.rules[0].resources[0]}").stdout == \
+        "configmaps"
+    r = kubectl(dave, "replace", "-f", "-", input=role("put-escalating", "nodes"), check=False)
+    assert r.returncode != 0 and "is attempting to grant RBAC permissions not currently held" in r.stderr
+    r = kubectl(dave, "replace", "-f", "-", check=False, input=json.dumps(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "never-created", "namespace": NS}}))
+    assert r.returncode != 0 and 'configmaps "never-created" not found' in r.stderr
 
 
 def test_impersonation_needs_the_grant(kp):

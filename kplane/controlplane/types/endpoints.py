@@ -159,4 +159,5 @@ def resources() -> list[ResourceDef]:
                  age_column()],
         prepare_create=default, prepare_update=default,
         validate_create=validate, validate_update=lambda new, _old: validate(new),
+        allow_create_on_update=True,  # as endpointsStrategy: a PUT may create one
     )]

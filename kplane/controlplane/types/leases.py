@@ -76,4 +76,5 @@ def resources() -> list[ResourceDef]:
         schema=LEASE, openapi_name="io.k8s.api.coordination.v1.Lease",
         columns=[name_column(), Column("Holder", "string", _holder, description=HOLDER_DOC), age_column()],
         validate_create=validate, validate_update=lambda new, _old: validate(new),
+        allow_create_on_update=True,  # as leaseStrategy: a PUT may create one
     )]

@@ -316,7 +316,10 @@ def _binding_columns(what: str, ref_doc: str) -> list[Column]:
 
 def resources() -> list[ResourceDef]:
     # ValidateRBACName: names only need to be valid path segments.
-    common: dict[str, Any] = {"group": GROUP, "version": "v1", "name_validation": "path"}
+    # AllowCreateOnUpdate is true for all four upstream: a PUT may create one (the escalation
+    # checks of a create apply to it).
+    common: dict[str, Any] = {"group": GROUP, "version": "v1", "name_validation": "path",
+                              "allow_create_on_update": True}
     return [
         ResourceDef(kind="ClusterRole", plural="clusterroles", namespaced=False, schema=CLUSTER_ROLE,
                     openapi_name="io.k8s.api.rbac.v1.ClusterRole", columns=_role_columns(),
