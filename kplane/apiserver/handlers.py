@@ -340,7 +340,11 @@ async def _delete_options(request: web.Request) -> Obj:
     if "propagationPolicy" in q and "propagationPolicy" not in options:
         options["propagationPolicy"] = q["propagationPolicy"]
     if "gracePeriodSeconds" in q and "gracePeriodSeconds" not in options:
-        options["gracePeriodSeconds"] = q["gracePeriodSeconds"]
+        options["gracePeriodSeconds"] = _query_int64(q["gracePeriodSeconds"])
+    grace = options.get("gracePeriodSeconds")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int) or not -(2**63) <= grace < 2**63):
+        raise errors.bad_request(f"json: cannot unmarshal {_json_kind(grace)} into Go struct field "
+                                 "DeleteOptions.gracePeriodSeconds of type int64")
     if "orphanDependents" in q and "orphanDependents" not in options:
         value = q["orphanDependents"].lower()
         if value not in ("true", "false"):
@@ -350,6 +354,15 @@ async def _delete_options(request: web.Request) -> Obj:
         options["dryRun"] = q.getall("dryRun")
     _validate_delete_options(options)
     return options
+
+
+def _json_kind(value: Any) -> str:
+    """How Go's encoding/json names a JSON value in an unmarshal type error."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "value")
 
 
 def _validate_delete_options(options: Obj) -> None:

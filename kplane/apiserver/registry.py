@@ -837,13 +837,11 @@ def _copy(obj: Obj) -> Obj:
 
 
 def _parse_rv(value: str) -> int:
-    try:
-        rv = int(value)
-        if rv < 0:
-            raise ValueError
-        return rv
-    except ValueError:
-        raise errors.bad_request(f'invalid resource version "{value}"') from None
+    """A resourceVersion as upstream's versioner parses it (strconv.ParseUint: digits only, at
+    most 2^64-1); anything else is a 400."""
+    if not value.isascii() or not value.isdigit() or int(value) >= 2**64:
+        raise errors.bad_request(f'invalid resource version "{value}"')
+    return int(value)
 
 
 def _encode_continue(rv: int, start: str) -> str:

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -307,6 +309,12 @@ def test_watch_and_table_request_errors_are_clean_statuses(kp):
     assert code == 200
     code, body = get("/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1.5")
     assert code == 400 and 'strconv.ParseInt: parsing "1.5": invalid syntax' in json.loads(body)["message"]
+    # A resourceVersion beyond uint64 is malformed (strconv.ParseUint), not a future one (504).
+    huge = "99999999999999999999999"
+    for path in (f"/api/v1/namespaces/default/configmaps?resourceVersion={huge}",
+                 f"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={huge}"):
+        code, body = get(path)
+        assert code == 400 and f'invalid resource version "{huge}"' in json.loads(body)["message"], path
     table = "application/json;as=Table;v=v1;g=meta.k8s.io"
     code, body = get("/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
                      "?includeObject=Object", table)
@@ -465,7 +473,7 @@ def test_dry_run_writes_nothing(kubectl):
     assert proc.returncode != 0 and "NotFound" in proc.stderr
 
 
-def test_dry_run_delete_deletes_nothing(kubectl, api):
+def test_dry_run_delete_deletes_nothing(kp, kubectl, api):
     """kubectl and the Python client say dryRun in the DeleteOptions body, not in the query."""
     core = k8s.CoreV1Api(api)
     kubectl("create", "namespace", "drydel")
@@ -479,6 +487,17 @@ def test_dry_run_delete_deletes_nothing(kubectl, api):
     with pytest.raises(ApiException) as e:
         core.delete_namespaced_config_map("keep", "drydel", body=k8s.V1DeleteOptions(dry_run=["Some"]))
     assert e.value.status == 422 and json.loads(e.value.body)["details"]["kind"] == "DeleteOptions"
+    # gracePeriodSeconds is an int64, in the query and in the body: anything else is a 400.
+    proc = kubectl.run("delete", "--raw", "/api/v1/namespaces/drydel/configmaps/keep?gracePeriodSeconds=1e99",
+                       check=False)
+    assert proc.returncode != 0 and 'strconv.ParseInt: parsing "1e99": invalid syntax' in proc.stderr
+    req = urllib.request.Request(f"{kp.url}/api/v1/namespaces/drydel/configmaps/keep", method="DELETE",
+                                 data=b'{"gracePeriodSeconds": "30"}', headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as http_error:
+        urllib.request.urlopen(req, context=admin_ssl(kp), timeout=10)
+    assert http_error.value.code == 400
+    assert "cannot unmarshal string into Go struct field DeleteOptions" in http_error.value.read().decode()
+    assert core.read_namespaced_config_map("keep", "drydel").data == {"a": "1"}
 
 
 def test_orphan_dependents_option_orphans(kubectl, api):
