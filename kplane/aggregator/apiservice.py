@@ -12,6 +12,7 @@ from typing import Any
 
 from kplane.apimachinery import errors
 from kplane.apimachinery.errors import Cause
+from kplane.apimachinery.meta import now_rfc3339
 from kplane.apimachinery.table import age
 from kplane.apimachinery.typeschema import described, named
 from kplane.apimachinery.validation import is_dns1035_label, is_dns1123_subdomain, validate_path_segment_name
@@ -213,7 +214,12 @@ def _defaults(obj: Obj) -> None:
 
 
 def prepare_create(obj: Obj) -> None:
+    """The strategy's PrepareForCreate: a new APIService's status is its controller's to set, so
+    whatever was sent is dropped; a local one is available from the start."""
     _defaults(obj)
+    obj["status"] = {}
+    if not (obj.get("spec") or {}).get("service"):
+        set_condition(obj, condition("True", LOCAL_REASON, LOCAL_MESSAGE, now_rfc3339()))
 
 
 def prepare_update(new: Obj, old: Obj) -> None:

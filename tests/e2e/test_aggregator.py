@@ -29,6 +29,24 @@ def test_validation_is_422(kubectl: Kubectl) -> None:
             in r.stderr, r.stderr
 
 
+def test_a_created_apiservice_starts_with_its_controllers_status(kubectl: Kubectl) -> None:
+    forged = {"conditions": [{"type": "Available", "status": "False", "reason": "Forged", "message": "x",
+                              "lastTransitionTime": "2020-01-01T00:00:00Z"}]}
+    local = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": "v1.local.example"},
+             "spec": {"group": "local.example", "version": "v1", "groupPriorityMinimum": 100, "versionPriority": 10},
+             "status": forged}
+    created = json.loads(kubectl.run("create", "-o", "json", "-f", "-", input=json.dumps(local)).stdout)
+    [available] = created["status"]["conditions"]
+    assert (available["type"], available["status"], available["reason"], available["message"]) == \
+        ("Available", "True", "Local", "Local APIServices are always available")
+    assert available["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+    remote = {**local, "metadata": {"name": "v1.remote.example"},
+              "spec": {**local["spec"], "group": "remote.example", "service": {"namespace": "x", "name": "y"}}}
+    created = json.loads(kubectl.run("create", "-o", "json", "-f", "-", input=json.dumps(remote)).stdout)
+    assert "Forged" not in json.dumps(created.get("status", {}))
+    kubectl.run("delete", "apiservice", "v1.local.example", "v1.remote.example")
+
+
 def test_builtin_apiservices_are_local_and_available(kubectl: Kubectl) -> None:
     out = kubectl.run("get", "apiservices").stdout.splitlines()
     assert out[0].split() == ["NAME", "SERVICE", "AVAILABLE", "AGE"]
