@@ -32,10 +32,13 @@ def raw_json_response(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=negotiation.encode_raw(obj), status=status, content_type="application/json")
 
 
-def status_response(err: errors.StatusError) -> web.Response:
+def status_response(err: errors.StatusError, pretty: bool = False) -> web.Response:
     status = err.to_status()
     # A 406 is a failed negotiation: upstream then writes the Status with WriteRawJSON.
-    body = negotiation.encode_raw(status) if err.code == 406 else negotiation.encode(status)[0]
+    if err.code == 406:
+        body = negotiation.encode_raw(status)
+    else:
+        body = negotiation.encode(status, negotiation.PRETTY if pretty else None)[0]
     return web.Response(body=body, status=err.code, content_type="application/json", headers=err.headers or None)
 
 
@@ -68,7 +71,7 @@ class ResourceHandler:
         if rdef.kind == "Namespace":
             namespace = ""
         query = request.query
-        choice = negotiation.parse_accept(request.headers.get("Accept", ""))
+        choice = negotiation.negotiate(request)
         verb = info.verb
         if verb not in rdef.verbs and not (info.subresource and verb in ("get", "update", "patch")):
             raise errors.method_not_allowed()
@@ -100,7 +103,7 @@ class ResourceHandler:
             wopts.dry_run = wopts.dry_run or bool(options.get("dryRun"))
             obj, deleted_now = await reg.delete(namespace, info.name, options, wopts)
             if deleted_now and not _returns_deleted_object(reg):
-                return json_response(reg.delete_status(obj))
+                return json_response(reg.delete_status(obj), choice=negotiation.PRETTY if choice.pretty else None)
             return self._object_response(reg, obj, choice, 200 if deleted_now else 202, wopts)
         if verb == "deletecollection":
             options = await _delete_options(request)
@@ -112,7 +115,7 @@ class ResourceHandler:
 
     async def _subresource(self, request: web.Request, info: RequestInfo, reg: Any) -> web.StreamResponse:
         namespace = info.namespace if reg.rdef.namespaced else ""
-        choice = negotiation.parse_accept(request.headers.get("Accept", ""))
+        choice = negotiation.negotiate(request)
         if info.verb == "create":
             wopts = _write_options(request, info)
             obj = await reg.create(namespace, await _read_body(request), wopts)

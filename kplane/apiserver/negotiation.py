@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Any
 
 import orjson
 import yaml
+from aiohttp import hdrs
 
 from kplane.apimachinery import errors, protobuf
 
@@ -34,6 +36,9 @@ class MediaChoice:
     # The version of as_kind: "v1" or "v1beta1" for the meta.k8s.io kinds (upstream still serves
     # both); for APIGroupDiscoveryList "v2", or "v2beta1" (the same document, still served in 1.32).
     as_version: str = ""
+    # Indented JSON (upstream's PrettySerializer): `pretty=1` in the Accept clause, or the request's
+    # `?pretty=` / User-Agent (negotiate). YAML has no pretty form; watch streams never use it.
+    pretty: bool = False
 
     @property
     def meta_api_version(self) -> str:
@@ -61,23 +66,67 @@ def parse_accept(accept: str) -> MediaChoice:
         if mime in ("application/json", "*/*", "application/*", "application/yaml"):
             as_kind = params.get("as", "")
             yaml_wanted = mime == "application/yaml"
+            pretty = params.get("pretty") == "1"  # acceptMediaTypeOptions: only "1"
             if as_kind:
                 group, version = params.get("g", ""), params.get("v", "")
                 # Upstream's AllowsMediaTypeTransform: a Table in JSON or YAML, PartialObjectMetadata[List]
                 # in any serialization, each of meta.k8s.io v1 or v1beta1 (answered in that version).
                 if as_kind in ("Table", "PartialObjectMetadata", "PartialObjectMetadataList") and \
                         group == "meta.k8s.io" and version in ("v1", "v1beta1"):
-                    return MediaChoice(as_kind, yaml=yaml_wanted, as_version=version)
+                    return MediaChoice(as_kind, yaml=yaml_wanted, as_version=version, pretty=pretty)
                 if as_kind == "APIGroupDiscoveryList" and group == "apidiscovery.k8s.io" and \
                         version in ("v2", "v2beta1"):
-                    return MediaChoice(as_kind, as_version=version)
+                    return MediaChoice(as_kind, as_version=version, pretty=pretty)
                 continue  # an "as" we do not serve: try the next alternative
-            return MediaChoice(yaml=yaml_wanted)
+            return MediaChoice(yaml=yaml_wanted, pretty=pretty)
     # Nothing acceptable: only protobuf, or only conversions this server does not make (as=Foo, a
     # Table of v2, ...). Upstream's 406 lists the endpoint's serializers either way
     # (NewNotAcceptableError(MediaTypesForSerializer)), not the conversions.
     raise errors.not_acceptable("only the following media types are accepted: application/json, "
                                 "application/yaml")
+
+
+# strconv.ParseBool's spellings of true; any other non-empty value (false, yes, ...) is false.
+_PARSE_BOOL_TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
+# The User-Agent prefixes upstream takes for a human (browsers and command-line HTTP tools).
+_PRETTY_AGENTS = ("curl", "Wget", "Mozilla/5.0")
+PRETTY = MediaChoice(pretty=True)  # indented JSON, for answers that are always JSON (discovery, Status)
+
+
+@functools.lru_cache(maxsize=64)
+def _prettied(choice: MediaChoice) -> MediaChoice:
+    return dataclasses.replace(choice, pretty=True)
+
+
+@functools.lru_cache(maxsize=256)  # a client sends one Accept and one User-Agent, over and over
+def _negotiated(accept: str, user_agent: str) -> MediaChoice:
+    choice = parse_accept(accept)
+    if not choice.pretty and user_agent.startswith(_PRETTY_AGENTS):
+        return _prettied(choice)
+    return choice
+
+
+def negotiate(request: Any) -> MediaChoice:
+    """The answer's media type for `request`: parse_accept, made pretty (indented JSON) as upstream's
+    NegotiateOutputMediaType does (`mediaType.Pretty || isPrettyPrint(req)`). isPrettyPrint: a
+    non-empty `?pretty=` decides (strconv.ParseBool: pretty=1 or true; an unparsable value is
+    false), else a User-Agent starting with curl, Wget or Mozilla/5.0. Costs the clients that ask
+    for none of it one query lookup and one cached call."""
+    headers = request.headers
+    value = request.query.get("pretty")
+    if value:
+        choice = parse_accept(headers.get(hdrs.ACCEPT, ""))
+        return _prettied(choice) if value in _PARSE_BOOL_TRUE and not choice.pretty else choice
+    return _negotiated(headers.get(hdrs.ACCEPT, ""), headers.get(hdrs.USER_AGENT, ""))
+
+
+def error_pretty(request: Any) -> bool:
+    """Whether a Status error answering `request` is indented: as negotiated, and always when the
+    Accept header cannot be met (upstream's WriteObjectNegotiated then falls back to WriteRawJSON)."""
+    try:
+        return negotiate(request).pretty
+    except errors.StatusError:
+        return True
 
 
 def decode_body(body: bytes, content_type: str) -> Any:
@@ -179,9 +228,14 @@ def compress_if_large(request_headers: Any, resp: Any) -> None:
 
 def encode(obj: Any, choice: MediaChoice | None = None) -> tuple[bytes, str]:
     """An API answer's body: JSON as upstream's serializer writes it (json.Encoder, so a trailing
-    newline: objects, lists, Status errors, discovery, Tables), or YAML (which ends with one)."""
-    if choice is not None and choice.yaml:
-        return yaml.safe_dump(obj, sort_keys=False).encode(), "application/yaml"
+    newline: objects, lists, Status errors, discovery, Tables); indented when pretty (its
+    PrettySerializer: json.MarshalIndent, two spaces, no trailing newline); or YAML (which ends
+    with a newline, and has no pretty form)."""
+    if choice is not None:
+        if choice.yaml:
+            return yaml.safe_dump(obj, sort_keys=False).encode(), "application/yaml"
+        if choice.pretty:
+            return orjson.dumps(obj, option=orjson.OPT_INDENT_2), JSON
     return orjson.dumps(obj) + b"\n", JSON
 
 

@@ -274,13 +274,14 @@ class GenericAPIServer:
 
     def _error_response(self, request: web.Request, e: Exception) -> web.Response:
         """The Status a failure is answered with (logged when it is kplane's own fault)."""
+        pretty = negotiation.error_pretty(request)
         if isinstance(e, errors.StatusError):
-            return status_response(e)
+            return status_response(e, pretty)
         if isinstance(e, StorageError):
-            return status_response(storage_status(e))
+            return status_response(storage_status(e), pretty)
         log.exception("internal error serving %s %s", request.method, request.path)
         request["panic"] = e
-        return status_response(errors.internal(str(e)))
+        return status_response(errors.internal(str(e)), pretty)
 
     async def _instrumented(self, request: web.Request, info: RequestInfo, handler: Handler
                             ) -> web.StreamResponse:
@@ -369,7 +370,8 @@ class GenericAPIServer:
     async def _discovery(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed()
-        choice = negotiation.parse_accept(request.headers.get("Accept", ""))
+        choice = negotiation.negotiate(request)
+        json_choice = negotiation.PRETTY if choice.pretty else None  # discovery is always JSON here
         path = request.path.rstrip("/")
         if path in ("/api", "/apis") and choice.as_kind == "APIGroupDiscoveryList":
             doc = await self.discovery.aggregated(path[1:])
@@ -381,12 +383,12 @@ class GenericAPIServer:
             headers = {"ETag": tag, "Vary": "Accept", "Content-Type": content_type}
             if request.headers.get("If-None-Match") == tag:
                 return web.Response(status=304, headers=headers)
-            body, _ = negotiation.encode(doc)
+            body, _ = negotiation.encode(doc, json_choice)
             return web.Response(body=body, headers=headers)
         if path == "/api":
-            return json_response(disco.api_versions(self.server_address))
+            return json_response(disco.api_versions(self.server_address), choice=json_choice)
         if path == "/apis":
-            return json_response(await self.discovery.group_list())
+            return json_response(await self.discovery.group_list(), choice=json_choice)
         if info.api_prefix == "api" and info.api_version and not info.is_resource_request:
             doc = await self.discovery.resource_list("", info.api_version)
         elif info.api_prefix == "apis" and info.api_group and not info.api_version:
@@ -397,7 +399,7 @@ class GenericAPIServer:
             doc = None
         if doc is None:
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource", {})
-        return json_response(doc)
+        return json_response(doc, choice=json_choice)
 
 
 def _api_target(target: str) -> bool:

@@ -82,7 +82,7 @@ class ScaleDelegate:
         namespace = info.namespace if reg.rdef.namespaced else ""
         if reg.rdef.namespaced and not namespace:
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource", {})
-        choice = negotiation.parse_accept(request.headers.get("Accept", ""))
+        choice = negotiation.negotiate(request)
         if info.verb == "get":
             obj = await reg.get(namespace, info.name, request.query.get("resourceVersion", ""))
             return json_response(to_scale(obj, scale), 200, choice)
