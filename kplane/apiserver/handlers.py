@@ -32,14 +32,16 @@ def raw_json_response(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=negotiation.encode_raw(obj), status=status, content_type="application/json")
 
 
-def status_response(err: errors.StatusError, pretty: bool = False) -> web.Response:
+def status_response(err: errors.StatusError, choice: negotiation.MediaChoice | None = negotiation.COMPACT
+                    ) -> web.Response:
+    """A Status error as negotiation.error_choice decided: JSON (compact or indented) or YAML;
+    None is upstream's WriteRawJSON (indented JSON, for an Accept header that cannot be met)."""
     status = err.to_status()
-    # A 406 is a failed negotiation: upstream then writes the Status with WriteRawJSON.
-    if err.code == 406:
-        body = negotiation.encode_raw(status)
+    if choice is None:
+        body, ctype = negotiation.encode_raw(status), negotiation.JSON
     else:
-        body = negotiation.encode(status, negotiation.PRETTY if pretty else None)[0]
-    return web.Response(body=body, status=err.code, content_type="application/json", headers=err.headers or None)
+        body, ctype = negotiation.encode(status, choice)
+    return web.Response(body=body, status=err.code, content_type=ctype, headers=err.headers or None)
 
 
 class ResourceHandler:

@@ -90,6 +90,7 @@ def parse_accept(accept: str) -> MediaChoice:
 _PARSE_BOOL_TRUE = frozenset(("1", "t", "T", "TRUE", "true", "True"))
 # The User-Agent prefixes upstream takes for a human (browsers and command-line HTTP tools).
 _PRETTY_AGENTS = ("curl", "Wget", "Mozilla/5.0")
+COMPACT = MediaChoice()  # JSON as the encoder writes it
 PRETTY = MediaChoice(pretty=True)  # indented JSON, for answers that are always JSON (discovery, Status)
 
 
@@ -106,6 +107,16 @@ def _negotiated(accept: str, user_agent: str) -> MediaChoice:
     return choice
 
 
+def _pretty_by_request(request: Any, choice: MediaChoice) -> MediaChoice:
+    """`choice`, indented when upstream's isPrettyPrint says so (see negotiate)."""
+    if choice.pretty:
+        return choice
+    value = request.query.get("pretty")
+    if value:
+        return _prettied(choice) if value in _PARSE_BOOL_TRUE else choice
+    return _prettied(choice) if request.headers.get(hdrs.USER_AGENT, "").startswith(_PRETTY_AGENTS) else choice
+
+
 def negotiate(request: Any) -> MediaChoice:
     """The answer's media type for `request`: parse_accept, made pretty (indented JSON) as upstream's
     NegotiateOutputMediaType does (`mediaType.Pretty || isPrettyPrint(req)`). isPrettyPrint: a
@@ -120,13 +131,33 @@ def negotiate(request: Any) -> MediaChoice:
     return _negotiated(headers.get(hdrs.ACCEPT, ""), headers.get(hdrs.USER_AGENT, ""))
 
 
-def error_pretty(request: Any) -> bool:
-    """Whether a Status error answering `request` is indented: as negotiated, and always when the
-    Accept header cannot be met (upstream's WriteObjectNegotiated then falls back to WriteRawJSON)."""
-    try:
-        return negotiate(request).pretty
-    except errors.StatusError:
-        return True
+@functools.lru_cache(maxsize=256)
+def _error_accept(accept: str) -> MediaChoice | None:
+    """The serializer a Status error is written with for this Accept header, as upstream's
+    ErrorNegotiated → WriteObjectNegotiated negotiates it: with the default endpoint restrictions,
+    which allow no conversion, so a clause with `as=` is passed over. None when nothing is left
+    (only protobuf, only conversions): the Status is then written raw (WriteRawJSON)."""
+    if not accept:
+        return MediaChoice()
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        mime = fields[0].lower()
+        if mime not in ("application/json", "*/*", "application/*", "application/yaml"):
+            continue
+        params = {k.strip(): v.strip() for k, _, v in (f.partition("=") for f in fields[1:] if "=" in f)}
+        if "as" in params:
+            continue
+        return MediaChoice(yaml=mime == "application/yaml", pretty=params.get("pretty") == "1")
+    return None
+
+
+def error_choice(request: Any) -> MediaChoice | None:
+    """How a Status error answering `request` is written: JSON, indented JSON or YAML, negotiated
+    from the Accept header as upstream does for errors (a client asking for YAML gets its Status
+    in YAML); None for upstream's WriteRawJSON fallback (indented JSON) when the Accept header
+    cannot be met."""
+    choice = _error_accept(request.headers.get(hdrs.ACCEPT, ""))
+    return None if choice is None else _pretty_by_request(request, choice)
 
 
 def decode_body(body: bytes, content_type: str) -> Any:

@@ -274,14 +274,14 @@ class GenericAPIServer:
 
     def _error_response(self, request: web.Request, e: Exception) -> web.Response:
         """The Status a failure is answered with (logged when it is kplane's own fault)."""
-        pretty = negotiation.error_pretty(request)
+        choice = negotiation.error_choice(request)
         if isinstance(e, errors.StatusError):
-            return status_response(e, pretty)
+            return status_response(e, choice)
         if isinstance(e, StorageError):
-            return status_response(storage_status(e), pretty)
+            return status_response(storage_status(e), choice)
         log.exception("internal error serving %s %s", request.method, request.path)
         request["panic"] = e
-        return status_response(errors.internal(str(e)), pretty)
+        return status_response(errors.internal(str(e)), choice)
 
     async def _instrumented(self, request: web.Request, info: RequestInfo, handler: Handler
                             ) -> web.StreamResponse:

@@ -221,3 +221,31 @@ def test_clients_read_newline_terminated_answers(kp, api, kubectl):
     assert "default" in kubectl("get", "namespaces")
     assert kubectl.json("version")["serverVersion"]["major"]
     assert "configmaps" in kubectl("api-resources")
+
+
+def test_errors_are_written_in_yaml_when_yaml_was_asked_for(kp):
+    """ErrorNegotiated writes the Status with the serializer the Accept header negotiates (default
+    endpoint restrictions: no conversions), so a client asking for YAML reads its error in YAML."""
+    import yaml
+
+    path = "/api/v1/namespaces/default/configmaps/absent"
+    for accept in ("application/yaml", "application/yaml, application/json",
+                   "application/json;as=Table;v=v1;g=meta.k8s.io, application/yaml"):
+        code, headers, body = call(kp, "GET", path, headers={"Accept": accept})
+        assert (code, headers["Content-Type"]) == (404, "application/yaml"), (accept, body)
+        status = yaml.safe_load(body)
+        assert (status["kind"], status["apiVersion"], status["reason"], status["code"], status["message"]) == (
+            "Status", "v1", "NotFound", 404, 'configmaps "absent" not found')
+        assert status["details"] == {"name": "absent", "kind": "configmaps"}
+    # A Table (a conversion) is not offered for errors: nothing else acceptable, so WriteRawJSON.
+    code, headers, body = call(kp, "GET", path, headers={"Accept": "application/yaml;as=Table;g=meta.k8s.io;v=v1"})
+    assert (code, headers["Content-Type"]) == (404, "application/json") and body.startswith(b'{\n  "kind"')
+    # A Table asked for with a JSON fallback (kubectl's Accept): the fallback writes the error.
+    code, headers, body = call(kp, "GET", path, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,"
+                                                                   "application/json"})
+    assert (code, headers["Content-Type"]) == (404, "application/json") and body.endswith(b"}\n")
+    # A refused write's error is negotiated alike.
+    code, headers, body = call(kp, "POST", "/api/v1/namespaces/default/configmaps", b"{", {
+        "Content-Type": "application/json", "Accept": "application/yaml"})
+    assert (code, headers["Content-Type"]) == (400, "application/yaml")
+    assert yaml.safe_load(body)["reason"] == "BadRequest"

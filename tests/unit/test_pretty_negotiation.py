@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
@@ -59,9 +60,35 @@ def test_negotiation_failures_still_raise_406():
     with pytest.raises(errors.StatusError) as e:
         negotiation.negotiate(_request(User_Agent="curl/8", Accept="application/vnd.kubernetes.protobuf"))
     assert e.value.code == 406
-    assert negotiation.error_pretty(_request(Accept="application/vnd.kubernetes.protobuf"))  # WriteRawJSON
-    assert not negotiation.error_pretty(_request())
-    assert negotiation.error_pretty(_request(User_Agent="curl/8"))
+    assert negotiation.error_choice(_request(Accept="application/vnd.kubernetes.protobuf")) is None  # WriteRawJSON
+    assert negotiation.error_choice(_request()) == negotiation.MediaChoice()
+    assert negotiation.error_choice(_request(User_Agent="curl/8")) == negotiation.PRETTY
+
+
+@pytest.mark.parametrize("accept,choice", [
+    ("", negotiation.MediaChoice()),
+    ("application/yaml", negotiation.MediaChoice(yaml=True)),
+    ("application/yaml, application/json", negotiation.MediaChoice(yaml=True)),
+    ("application/json;pretty=1", negotiation.PRETTY),
+    ("*/*", negotiation.MediaChoice()),
+    # Errors are negotiated with the default endpoint restrictions: no conversion, so a Table
+    # clause is passed over, and with nothing left the Status is written raw.
+    ("application/json;as=Table;v=v1;g=meta.k8s.io, application/yaml", negotiation.MediaChoice(yaml=True)),
+    ("application/json;as=Table;v=v1;g=meta.k8s.io,application/json", negotiation.MediaChoice()),
+    ("application/yaml;as=Table;v=v1;g=meta.k8s.io", None),
+    ("application/vnd.kubernetes.protobuf, application/yaml", negotiation.MediaChoice(yaml=True)),
+])
+def test_error_negotiation(accept, choice):
+    assert negotiation.error_choice(_request(Accept=accept)) == choice
+
+
+def test_status_errors_in_yaml_and_raw():
+    err = errors.StatusError(404, "NotFound", 'configmaps "x" not found', {"name": "x", "kind": "configmaps"})
+    resp = status_response(err, negotiation.MediaChoice(yaml=True))
+    assert resp.content_type == "application/yaml" and resp.status == 404
+    assert yaml.safe_load(resp.body) == err.to_status()
+    raw = status_response(err, None)
+    assert raw.content_type == "application/json" and raw.body == json.dumps(err.to_status(), indent=2).encode()
 
 
 def test_encode_pretty_is_marshal_indent_without_newline():
@@ -80,7 +107,7 @@ def test_encode_pretty_is_marshal_indent_without_newline():
 
 def test_status_errors_pretty_and_not():
     err = errors.StatusError(404, "NotFound", 'configmaps "x" not found', {"name": "x", "kind": "configmaps"})
-    pretty = status_response(err, pretty=True)
+    pretty = status_response(err, negotiation.PRETTY)
     assert pretty.body == json.dumps(err.to_status(), indent=2).encode() and pretty.status == 404
     plain = status_response(err)
     assert plain.body.endswith(b"}\n") and plain.body.count(b"\n") == 1
