@@ -19,6 +19,10 @@ from kplane.apiserver.requestinfo import RequestInfo
 
 Obj = dict[str, Any]
 
+# The 406 of a watch asked for in a media type without a stream serializer (YAML): upstream lists
+# MediaTypesForSerializer's stream types; kplane streams JSON only.
+WATCH_NOT_ACCEPTABLE = "only the following media types are accepted: application/json;stream=watch"
+
 MIN_REQUEST_TIMEOUT = 1800  # seconds; watches last a random time in [1x, 2x] upstream
 
 
@@ -177,6 +181,11 @@ class ResourceHandler:
         # Opened before the 200 goes out: a bad resourceVersion is still an error response.
         stream = await reg.open_watch(namespace, opts, bookmarks=bookmarks, send_initial_events=send_initial_events,
                                       bookmark_interval=interval, shared=True)
+        if choice.yaml:
+            # YAML has no stream serializer: upstream's serveWatchHandler, once the watch is open,
+            # fails NegotiateOutputMediaTypeStream with a 406 naming the stream media types.
+            await stream.aclose()
+            raise errors.not_acceptable(WATCH_NOT_ACCEPTABLE)
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
                                                        "Cache-Control": "no-cache, private"})
         resp.enable_chunked_encoding()

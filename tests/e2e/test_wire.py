@@ -223,6 +223,31 @@ def test_clients_read_newline_terminated_answers(kp, api, kubectl):
     assert "configmaps" in kubectl("api-resources")
 
 
+@pytest.mark.parametrize("accept", ["application/yaml", "application/yaml, application/json",
+                                    "application/yaml;as=Table;g=meta.k8s.io;v=v1"])
+def test_a_watch_asked_for_in_yaml_is_406(kp, accept):
+    """YAML has no stream serializer: upstream's serveWatchHandler fails NegotiateOutputMediaTypeStream
+    (the first acceptable clause is YAML; JSON after it is not tried) with a 406 naming the stream
+    media types, and writes that Status as ErrorNegotiated does: in YAML when YAML was asked for
+    (without the Table conversion, which errors do not get: then WriteRawJSON)."""
+    import yaml
+
+    code, headers, body = call(kp, "GET", "/api/v1/namespaces?watch=1&timeoutSeconds=1", headers={"Accept": accept})
+    assert code == 406, body
+    if "as=Table" in accept:
+        assert headers["Content-Type"] == "application/json" and body.startswith(b'{\n  "')
+        status = json.loads(body)
+    else:
+        assert headers["Content-Type"] == "application/yaml"
+        status = yaml.safe_load(body)
+    assert (status["kind"], status["reason"], status["code"], status["message"]) == (
+        "Status", "NotAcceptable", 406, "only the following media types are accepted: application/json;stream=watch")
+    # JSON watches are unchanged.
+    code, headers, body = call(kp, "GET", "/api/v1/namespaces?watch=1&timeoutSeconds=1",
+                               headers={"Accept": "application/json;stream=watch"})
+    assert code == 200 and json.loads(body.splitlines()[0])["type"] == "ADDED"
+
+
 def test_errors_are_written_in_yaml_when_yaml_was_asked_for(kp):
     """ErrorNegotiated writes the Status with the serializer the Accept header negotiates (default
     endpoint restrictions: no conversions), so a client asking for YAML reads its error in YAML."""
