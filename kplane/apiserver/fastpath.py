@@ -44,7 +44,21 @@ log = logging.getLogger("kplane.apiserver.fastpath")
 _UNSET = object()  # a per-connection fact not looked up yet (None is a valid answer)
 
 _METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE"))
-_MAX_HEAD = 64 * 1024
+# The largest request head either lane accepts: kube-apiserver's http.Server has MaxHeaderBytes 1 MiB
+# (secure_serving.go), and Go's server reads a head up to that plus 4096 bytes of bufio slop
+# (initialReadLimitSize); beyond it Go answers TOO_LARGE and closes. aiohttp's own limits (8190
+# bytes a line, 128 headers) refused long URLs and large tokens that upstream takes; HEAD_LIMITS
+# raise them, and the protocol below counts the head as a whole.
+MAX_HEAD_BYTES = (1 << 20) + 4096
+HEAD_LIMITS = {"max_line_size": MAX_HEAD_BYTES, "max_field_size": MAX_HEAD_BYTES,
+               "max_headers": MAX_HEAD_BYTES // 4}  # "a:\r\n": a head within the limit has no more headers
+# Go's answer to a head past the limit (net/http server.go, conn.serve), written raw, without Content-Length.
+TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+             b"Connection: close\r\n\r\n431 Request Header Fields Too Large")
+# After it Go's closeWriteAndWait waits this long before closing, so that the client can read the
+# answer before the rest of what it sent makes the close a reset (rstAvoidanceDelay).
+_RST_AVOIDANCE_DELAY = 0.5
+_MAX_HEAD = 64 * 1024  # heads the fast lane parses itself; longer ones (up to MAX_HEAD_BYTES) go to aiohttp
 _HOLD_LIMIT = 1024 * 1024  # bytes held behind a running fast request before reading pauses
 _KEEPALIVE_HOLD = 3600.0  # aiohttp's idle timer must not close a connection mid fast request
 # kube-apiserver's ReadHeaderTimeout (secure_serving.go): a request head, the first one counted from
@@ -209,9 +223,9 @@ class _Body:
 class FastRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the fast lane in front of its parser."""
 
-    __slots__ = ("_aio_partial", "_aio_payload", "_express", "_express_over", "_express_request", "_fast_head",
-                 "_fast_held", "_fast_held_paused", "_fast_task", "_fast_wait", "_header_timer", "_lane", "_peer_der",
-                 "_peer_host")
+    __slots__ = ("_aio_head", "_aio_partial", "_aio_payload", "_express", "_express_over", "_express_request",
+                 "_fast_head", "_fast_held", "_fast_held_paused", "_fast_task", "_fast_wait", "_header_timer", "_lane",
+                 "_peer_der", "_peer_host", "_refused")
 
     def __init__(self, *args: Any, lane: FastLane, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -222,6 +236,8 @@ class FastRequestHandler(RequestHandler):
         self._fast_held_paused = False
         self._aio_partial = False  # aiohttp's parser holds part of a request head
         self._aio_payload: Any = None  # the body stream of the last request aiohttp parsed
+        self._aio_head = 0  # bytes of a request head aiohttp's parser holds (MAX_HEAD_BYTES at most)
+        self._refused = False  # TOO_LARGE was written: what else arrives is dropped until the close
         self._express: Any = None  # an exchange of the lane's express delegate in flight
         self._express_request: FastRequest | None = None
         self._express_over: asyncio.Event | None = None  # set when it ends (graceful shutdown waits)
@@ -249,7 +265,11 @@ class FastRequestHandler(RequestHandler):
         self._header_timer = self._loop.call_later(READ_HEADER_TIMEOUT, self._header_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         self._receive(data)
+        if self._refused:
+            return
         if self._aio_partial or (self._fast_wait and b"\r\n\r\n" not in self._fast_wait):
             if self._header_timer is None:  # a request head has begun: it has READ_HEADER_TIMEOUT
                 self._header_timer = self._loop.call_later(READ_HEADER_TIMEOUT, self._header_timeout)
@@ -351,6 +371,14 @@ class FastRequestHandler(RequestHandler):
                 and not self._upgraded and not self._force_close and not self._close)
 
     def _to_aiohttp(self, data: bytes) -> None:
+        payload = self._aio_payload
+        # aiohttp's parser is reading a request head (not a body, nor an upgraded stream): count it.
+        in_head = (payload is None or payload.is_eof()) and self._payload_parser is None and not self._upgraded
+        if in_head and self._aio_head + len(data) > MAX_HEAD_BYTES:
+            end = data.find(b"\r\n\r\n")
+            if self._aio_head + (len(data) if end < 0 else end + 4) > MAX_HEAD_BYTES:
+                self._refuse_head()
+                return
         before = self._request_count
         idle = self._aiohttp_idle()
         super().data_received(data)
@@ -358,15 +386,32 @@ class FastRequestHandler(RequestHandler):
         if parsed:
             self._aio_payload = self._messages[-1][1] if self._messages else None
             self._aio_partial = False
-        elif idle:
-            self._aio_partial = True  # a head split across reads: aiohttp's parser holds its start
+            self._aio_head = 0
+        else:
+            if idle:
+                self._aio_partial = True  # a head split across reads: aiohttp's parser holds its start
+            if in_head:
+                self._aio_head += len(data)
+
+    def _refuse_head(self) -> None:
+        """A request head past MAX_HEAD_BYTES: answer as Go's server does and close."""
+        transport = self.transport
+        self._refused = self._force_close = True
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        if transport is None:
+            return
+        log.debug("refusing a request head of more than %d bytes", MAX_HEAD_BYTES)
+        transport.write(TOO_LARGE)
+        self._loop.call_later(_RST_AVOIDANCE_DELAY, transport.close)
 
     def _take(self, data: bytes) -> tuple[FastRequest | None, bytes] | None:
         """(request, bytes after it); (None, b"") when a claimed request is still arriving; None
         when the request is not for the fast lane."""
-        line_end = data.find(b"\r\n", 0, 8192)
+        line_end = data.find(b"\r\n", 0, _MAX_HEAD)
         if line_end < 0:
-            return (None, b"") if len(data) < 8192 and self._could_be_claimed(data) else None
+            return (None, b"") if len(data) < _MAX_HEAD and self._could_be_claimed(data) else None
         try:
             method, target, version = data[:line_end].decode("ascii").split(" ")
         except (UnicodeDecodeError, ValueError):

@@ -143,7 +143,7 @@ class GenericAPIServer:
         for cacher in self.cachers.values():
             await cacher.start()
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
-                                     shutdown_timeout=2.0)
+                                     shutdown_timeout=2.0, **fastpath.HEAD_LIMITS)
         await self._runner.setup()
         lane = self._fast_lane(self._runner.app)
         self.fast_lane = lane if fastpath.install(self._runner.server, lane) else None

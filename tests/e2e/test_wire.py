@@ -274,3 +274,78 @@ def test_errors_are_written_in_yaml_when_yaml_was_asked_for(kp):
         "Content-Type": "application/json", "Accept": "application/yaml"})
     assert (code, headers["Content-Type"]) == (400, "application/yaml")
     assert yaml.safe_load(body)["reason"] == "BadRequest"
+
+
+# ---- request head size: kube-apiserver's MaxHeaderBytes (1 MiB) plus Go's 4096 bytes of slop ----
+
+HEAD_LIMIT = (1 << 20) + 4096
+GO_431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+          b"Connection: close\r\n\r\n431 Request Header Fields Too Large")
+
+
+def _raw_exchange(kp: KplaneProcess, head: bytes, timeout: float = 30) -> bytes:
+    """Everything the server writes back to `head` on a fresh TLS connection, up to its close."""
+    import socket
+
+    host, port = kp.url.removeprefix("https://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock, \
+            _ssl(kp).wrap_socket(sock, server_hostname=host) as tls:
+        tls.sendall(head)
+        out = b""
+        while chunk := tls.recv(65536):
+            out += chunk
+        return out
+
+
+def _head(target: str, size: int = 0, extra: str = "") -> bytes:
+    """A GET head of exactly `size` bytes (padded with a header), or as it comes when size is 0."""
+    start = f"GET {target} HTTP/1.1\r\nHost: kplane\r\nConnection: close\r\n{extra}"
+    if not size:
+        return (start + "\r\n").encode()
+    pad = size - len(start) - len("X-Pad: \r\n\r\n")
+    return (start + "X-Pad: " + "p" * pad + "\r\n\r\n").encode()
+
+
+def test_a_long_url_is_served_in_either_lane(kp):
+    """A big labelSelector (a URL over aiohttp's 8190-byte line limit) works upstream: a list (the
+    fast lane) and a watch (aiohttp's lane) both answer 200."""
+    values = ",".join(f"v{i}" for i in range(6000))  # about 40 KB
+    for target in (f"/api/v1/namespaces?labelSelector=x+notin+({values})",
+                   f"/api/v1/namespaces?watch=1&timeoutSeconds=1&labelSelector=x+notin+({values})"):
+        assert len(target) > 8190
+        out = _raw_exchange(kp, _head(target))
+        assert out.startswith(b"HTTP/1.1 200 OK\r\n"), out[:200]
+        assert b'"name":"default"' in out
+
+
+@pytest.mark.parametrize("target", ["/api/v1/namespaces/default", "/api/v1/namespaces?watch=1&timeoutSeconds=1",
+                                    "/version"])
+def test_heads_up_to_upstreams_limit_are_served_and_longer_ones_are_431(kp, target):
+    """Go's server reads a head of up to MaxHeaderBytes + 4096 bytes (one large header here, as a
+    big bearer token would be); past it, it writes its fixed 431 and closes the connection."""
+    out = _raw_exchange(kp, _head(target, 100_000))
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and (b'"default"' in out or b'"gitVersion"' in out), out[:300]
+    out = _raw_exchange(kp, _head(target, HEAD_LIMIT))
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n"), out[:300]
+    assert _raw_exchange(kp, _head(target, HEAD_LIMIT + 1)) == GO_431
+    # Many small headers count alike (aiohttp also refused more than 128 headers).
+    many = "".join(f"X-H{i}: {i}\r\n" for i in range(1000))
+    assert _raw_exchange(kp, _head(target, extra=many)).startswith(b"HTTP/1.1 200 OK\r\n")
+    # A head far past the limit, still being sent while the server answers.
+    assert _raw_exchange(kp, _head(target, 3 * HEAD_LIMIT)) == GO_431
+
+
+def test_a_head_past_the_limit_after_a_request_on_the_same_connection_is_431(kp):
+    import socket
+
+    host, port = kp.url.removeprefix("https://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock, \
+            _ssl(kp).wrap_socket(sock, server_hostname=host) as tls:
+        tls.sendall(b"GET /api/v1/namespaces/default HTTP/1.1\r\nHost: kplane\r\n\r\n")
+        first = tls.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+        tls.sendall(_head("/api/v1/namespaces/default", HEAD_LIMIT + 10))
+        out = b""
+        while chunk := tls.recv(65536):
+            out += chunk
+    assert out == GO_431

@@ -57,3 +57,17 @@ def test_what_the_lane_leaves_to_aiohttp():
     assert handler._take(_raw("Transfer-Encoding: chunked", method="POST")) is None
     assert handler._take(_raw("Host : x")) is None  # whitespace before the colon: aiohttp's 400
     assert handler._take(_raw("Host: x", target="/version")) is None  # not claimed
+
+
+def test_long_request_lines_are_the_lanes_up_to_its_head_size_and_aiohttps_beyond():
+    from kplane.apiserver import fastpath
+
+    handler = _handler()
+    long_target = PATH + "?labelSelector=" + "a" * 20_000  # a line past aiohttp's former 8190 bytes
+    request, _ = handler._take(_raw("Host: x", target=long_target))
+    assert request.raw_path == long_target
+    partial = _raw("Host: x", target=long_target)[:15_000]  # no line end yet: the lane waits for it
+    assert handler._take(partial) == (None, b"")
+    huge = _raw("Host: x", target=PATH + "?labelSelector=" + "a" * fastpath._MAX_HEAD)
+    assert handler._take(huge) is None  # aiohttp's, which takes heads up to MAX_HEAD_BYTES
+    assert fastpath.HEAD_LIMITS["max_line_size"] == fastpath.HEAD_LIMITS["max_field_size"] == (1 << 20) + 4096
