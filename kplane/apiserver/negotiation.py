@@ -261,10 +261,11 @@ def encode(obj: Any, choice: MediaChoice | None = None) -> tuple[bytes, str]:
     """An API answer's body: JSON as upstream's serializer writes it (json.Encoder, so a trailing
     newline: objects, lists, Status errors, discovery, Tables); indented when pretty (its
     PrettySerializer: json.MarshalIndent, two spaces, no trailing newline); or YAML (which ends
-    with a newline, and has no pretty form)."""
+    with a newline, and has no pretty form; its keys sorted, as sigs.k8s.io/yaml's JSONToYAML
+    writes them through go-yaml's maps)."""
     if choice is not None:
         if choice.yaml:
-            return yaml.safe_dump(obj, sort_keys=False).encode(), "application/yaml"
+            return yaml.safe_dump(obj, sort_keys=True).encode(), "application/yaml"
         if choice.pretty:
             return orjson.dumps(obj, option=orjson.OPT_INDENT_2), JSON
     return orjson.dumps(obj) + b"\n", JSON

@@ -262,6 +262,9 @@ def test_errors_are_written_in_yaml_when_yaml_was_asked_for(kp):
         assert (status["kind"], status["apiVersion"], status["reason"], status["code"], status["message"]) == (
             "Status", "v1", "NotFound", 404, 'configmaps "absent" not found')
         assert status["details"] == {"name": "absent", "kind": "configmaps"}
+        # Keys sorted, as JSONToYAML writes them through go-yaml's maps.
+        top = [line.split(":")[0] for line in body.decode().splitlines() if line[:1].isalpha()]
+        assert top == sorted(top) and top[0] == "apiVersion", top
     # A Table (a conversion) is not offered for errors: nothing else acceptable, so WriteRawJSON.
     code, headers, body = call(kp, "GET", path, headers={"Accept": "application/yaml;as=Table;g=meta.k8s.io;v=v1"})
     assert (code, headers["Content-Type"]) == (404, "application/json") and body.startswith(b'{\n  "kind"')
