@@ -399,6 +399,27 @@ def test_namespace_deletion_removes_aggregated_content(kubectl: Kubectl, wardle:
     assert json.loads(r.stdout)["items"] == []
 
 
+def test_extension_answers_are_pretty_for_curl_through_kplane(kp: KplaneProcess, wardle: ExtensionProcess) -> None:
+    """The aggregator passes User-Agent and query on; the SDK server negotiates as kube-apiserver does."""
+    pki = kp.data_dir / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+
+    def get(path: str, agent: str) -> bytes:
+        req = urllib.request.Request(f"{kp.url}{path}", headers={"User-Agent": agent, "Accept": "application/json"})
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            return resp.read()
+
+    path = "/apis/wardle.example.com/v1alpha1/namespaces/default/flunders"
+    pretty = get(path, "curl/8.5.0")
+    assert pretty.startswith(b'{\n  "') and not pretty.endswith(b"\n")
+    assert json.loads(pretty)["kind"] == "FlunderList"
+    compact = get(path, "kubectl/v1.32.0 (linux/amd64)")
+    assert compact.endswith(b"}\n") and b"\n  " not in compact
+    not_pretty = get(path + "?pretty=false", "curl/8.5.0")
+    assert not_pretty.endswith(b"}\n") and b"\n  " not in not_pretty
+
+
 def test_sdk_refuses_content_in_a_missing_namespace(kubectl: Kubectl, wardle: ExtensionProcess) -> None:
     flunder = {"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder",
                "metadata": {"name": "lost", "namespace": "no-such-namespace"}, "spec": {}}
