@@ -290,9 +290,13 @@ def _meta_schemas(prefix: str, group_versions: list[tuple[str, str]]) -> dict[st
 class _Named:
     """The named types one document's schemas use: each published once, every use a reference."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, local: dict[str, Schema] | None = None):
         self.prefix = prefix
+        self.local = local or {}  # names the defs bring (SDK types), beside typeschema's registry
         self.schemas: dict[str, Schema] = {}
+
+    def _canonical(self, name: str) -> Schema | None:
+        return definition(name) or self.local.get(name)
 
     def inline(self, schema: Any) -> Any:
         """`schema` with every named type below it (not itself) replaced by a reference."""
@@ -305,7 +309,7 @@ class _Named:
 
     def _refer(self, schema: Schema) -> Schema:
         name = schema.get(DEFINITION)
-        canonical = definition(name) if name else None
+        canonical = self._canonical(name) if name else None
         if canonical is None:
             return self.inline(schema)
         self.define(name)
@@ -317,7 +321,7 @@ class _Named:
     def define(self, name: str) -> None:
         if name not in self.schemas:
             self.schemas[name] = {}  # taken before recursing: a type may contain itself
-            self.schemas[name] = self.inline(definition(name))
+            self.schemas[name] = self.inline(self._canonical(name))
 
 
 def _int_or_string(schema: Schema, v3: bool) -> Schema:
@@ -371,7 +375,11 @@ def _definitions(defs: list[ResourceDef], prefix: str,
                  convert: Callable[[Schema], Schema]) -> dict[str, Schema]:
     gvs = sorted({("", "v1")} | {(d.group, d.version) for d in defs})
     out = _meta_schemas(prefix, gvs)
-    named = _Named(prefix)
+    local: dict[str, Schema] = {}
+    for rdef in defs:  # one group-version's names: a name stands for one type, the first def's
+        for name, schema in rdef.definitions.items():
+            local.setdefault(name, schema)
+    named = _Named(prefix, local)
     named.define(OBJECT_META)
     # Subresource registries ("orders/approve") may answer with their parent's kind: a
     # top-level resource's own schema must win, so those are written first and overwritten.

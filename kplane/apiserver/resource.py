@@ -62,6 +62,9 @@ class ResourceDef:
     schema: Obj = field(default_factory=dict)
     # Name of the schema in OpenAPI (e.g. io.k8s.api.core.v1.ConfigMap).
     openapi_name: str = ""
+    # Named nested types of `schema` that typeschema's registry does not hold (an SDK server's
+    # dataclasses, com.example.wardle.v1alpha1.FlunderSpec): name -> schema, for OpenAPI.
+    definitions: dict[str, Obj] = field(default_factory=dict)
     columns: list[Column] = field(default_factory=list)
     # Extra field selectors beyond metadata.name / metadata.namespace.
     field_selectors: dict[str, FieldGetter] = field(default_factory=dict)

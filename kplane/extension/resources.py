@@ -132,8 +132,10 @@ class Declaration:
     verbs: tuple[str, ...] = ()
 
     def build(self) -> ResourceDef:
-        body = as_schema(self.body) if self.body is not None else None
-        status = as_schema(self.status) if self.status is not None else None
+        definitions: Schema = {}
+        body = as_schema(self.body, namer=self.type_name, definitions=definitions) if self.body is not None else None
+        status = (as_schema(self.status, namer=self.type_name, definitions=definitions)
+                  if self.status is not None else None)
         schema = object_schema(self.kind, body, root_fields=self.root_fields, status=status)
 
         def prepare(obj: Obj, *_: Obj) -> None:
@@ -150,13 +152,22 @@ class Declaration:
             singular=self.singular or self.kind.lower(), namespaced=self.namespaced,
             short_names=list(self.short_names), categories=list(self.categories),
             subresources=["status"] if status is not None else [], schema=schema,
-            openapi_name=openapi_name(self.group, self.version, self.kind),
+            openapi_name=openapi_name(self.group, self.version, self.kind), definitions=definitions,
             columns=table_columns(self.printer_columns), has_status=True,
             prepare_create=prepare, prepare_update=prepare,
             validate_create=validate_create, validate_update=validate_update)
         if self.verbs:
             rdef.verbs = list(self.verbs)
         return rdef
+
+    def type_name(self, cls: type) -> str:
+        """The OpenAPI definition name of a class the schema is derived from: com.example.wardle.v1alpha1.FlunderSpec,
+        the version in it as upstream's Go package path has it. The class @resource decorates is
+        the spec: named <Kind>Spec when it is named as the kind (whose own definition that name is)."""
+        name = cls.__name__
+        if name == self.kind:
+            name += "Status" if cls is self.status else "Spec"
+        return openapi_name(self.group, self.version, name)
 
 
 def openapi_name(group: str, version: str, kind: str) -> str:

@@ -23,11 +23,13 @@ import copy
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from kplane.apimachinery import structural
 from kplane.apimachinery.errors import Cause
+from kplane.apimachinery.typeschema import DEFINITION
 
 Schema = dict[str, Any]
 
@@ -73,17 +75,34 @@ _SCALARS: dict[Any, Schema] = {
 }
 
 
-def schema_of(tp: Any) -> Schema:
-    """The OpenAPI v3 schema of a type annotation."""
-    schema, _ = _schema_and_optional(tp)
+TypeNamer = Callable[[type], str]
+
+
+@dataclass
+class _Naming:
+    """How schema_of names the classes it meets, and the definitions it named so far."""
+
+    namer: TypeNamer
+    definitions: dict[str, Schema]
+    classes: dict[str, type] = dataclasses.field(default_factory=dict)
+
+
+def schema_of(tp: Any, *, namer: TypeNamer | None = None, definitions: dict[str, Schema] | None = None) -> Schema:
+    """The OpenAPI v3 schema of a type annotation.
+
+    With `namer`, each class met is a named type (`namer(cls)`, e.g. com.example.wardle.v1alpha1.FlunderSpec):
+    its schema carries the name as typeschema's DEFINITION mark and is added to `definitions`, so
+    OpenAPI publishes it once and refers to it, as upstream publishes a Go server's nested structs."""
+    naming = _Naming(namer, definitions if definitions is not None else {}) if namer else None
+    schema, _ = _schema_and_optional(tp, naming)
     return schema
 
 
-def _schema_and_optional(tp: Any) -> tuple[Schema, bool]:
+def _schema_and_optional(tp: Any, naming: _Naming | None = None) -> tuple[Schema, bool]:
     origin = get_origin(tp)
     if origin is typing.Annotated:
         base, *extras = get_args(tp)
-        schema, optional = _schema_and_optional(base)
+        schema, optional = _schema_and_optional(base, naming)
         schema = dict(schema)
         for extra in extras:
             if isinstance(extra, Field):
@@ -93,7 +112,7 @@ def _schema_and_optional(tp: Any) -> tuple[Schema, bool]:
         args = [a for a in get_args(tp) if a is not type(None)]
         optional = len(args) < len(get_args(tp))
         if len(args) == 1:
-            schema, _ = _schema_and_optional(args[0])
+            schema, _ = _schema_and_optional(args[0], naming)
             if optional:
                 schema = dict(schema, nullable=True)
             return schema, optional
@@ -109,17 +128,20 @@ def _schema_and_optional(tp: Any) -> tuple[Schema, bool]:
         return {**base, "enum": values}, False
     if origin in (list, tuple, set, frozenset) or tp in (list, tuple, set):
         args = get_args(tp)
-        item = schema_of(args[0]) if args else {"x-kubernetes-preserve-unknown-fields": True}
+        item = _schema_and_optional(args[0], naming)[0] if args else {"x-kubernetes-preserve-unknown-fields": True}
         schema: Schema = {"type": "array", "items": item}
         if origin in (set, frozenset):
             schema["x-kubernetes-list-type"] = "set"
         return schema, False
     if origin is dict or tp is dict:
         args = get_args(tp)
-        value = schema_of(args[1]) if len(args) == 2 else {"x-kubernetes-preserve-unknown-fields": True}
+        value = (_schema_and_optional(args[1], naming)[0] if len(args) == 2
+                 else {"x-kubernetes-preserve-unknown-fields": True})
         return {"type": "object", "additionalProperties": value}, False
     if isinstance(tp, type) and _annotations(tp):
-        return object_schema(tp), False
+        if naming is None:
+            return object_schema(tp), False
+        return _named_object_schema(tp, naming), False
     raise TypeError(f"cannot derive an OpenAPI schema from {tp!r}")
 
 
@@ -142,14 +164,27 @@ def _default_of(cls: type, name: str) -> Any:
     return getattr(cls, name, _MISSING)
 
 
-def object_schema(cls: type) -> Schema:
+def _named_object_schema(cls: type, naming: _Naming) -> Schema:
+    name = naming.namer(cls)
+    if name in naming.definitions:
+        if naming.classes.get(name, cls) is not cls:
+            raise TypeError(f"two types are named {name}: {naming.classes[name]!r} and {cls!r}")
+        return naming.definitions[name]
+    naming.classes[name] = cls
+    schema = object_schema(cls, naming)
+    schema[DEFINITION] = name
+    naming.definitions[name] = schema
+    return schema
+
+
+def object_schema(cls: type, naming: _Naming | None = None) -> Schema:
     """The schema of a class whose annotated attributes are its fields."""
     props: Schema = {}
     required: list[str] = []
     for name, tp in _annotations(cls).items():
         if name.startswith("_") or get_origin(tp) is typing.ClassVar:
             continue
-        schema, optional = _schema_and_optional(tp)
+        schema, optional = _schema_and_optional(tp, naming)
         default = _default_of(cls, name)
         if default is _MISSING:
             if not optional:
@@ -178,13 +213,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def as_schema(source: Any) -> Schema:
-    """A JSON schema dict as given, or the schema of a class."""
+def as_schema(source: Any, *, namer: TypeNamer | None = None,
+              definitions: dict[str, Schema] | None = None) -> Schema:
+    """A JSON schema dict as given, or the schema of a class (its classes named by `namer`, see schema_of)."""
     if source is None:
         return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     if isinstance(source, dict):
         return copy.deepcopy(source)
-    return schema_of(source)
+    return schema_of(source, namer=namer, definitions=definitions)
 
 
 def with_object_default(schema: Schema) -> Schema:

@@ -369,6 +369,15 @@ def test_explain_through_aggregated_openapi(kubectl: Kubectl, wardle: ExtensionP
     assert "disallowedFlunders" in out and "[]string" in out
     # metadata is metav1.ObjectMeta in full (it was an empty object).
     assert "map[string]string" in kubectl("explain", "flunders.metadata.labels").stdout
+    # The SDK's nested types are named definitions, as a Go server's structs: <FlunderSpec>, not <Object>.
+    out = kubectl("explain", "flunders.spec").stdout
+    assert "FIELD: spec <FlunderSpec>" in out and "reference\t<string>" in out, out
+    assert "status\t<FlunderStatus>" in kubectl("explain", "flunders").stdout
+    # Client-side validation follows the references.
+    flunder = {"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder",
+               "metadata": {"name": "explain-check", "namespace": "default"}, "spec": {"bogus": 1}}
+    r = kubectl("apply", "--validate=strict", "-f", "-", input=json.dumps(flunder), check=False)
+    assert r.returncode != 0 and 'unknown field "spec.bogus"' in r.stderr, r.stderr
 
 
 def test_sdk_metadata_is_object_meta(kubectl: Kubectl, wardle: ExtensionProcess) -> None:

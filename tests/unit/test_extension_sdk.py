@@ -563,3 +563,83 @@ def test_a_second_version_shares_the_kinds_short_names_and_categories() -> None:
 
     defs = {h.rdef.version: h.rdef for h in app.all_handles}
     assert defs["v1beta1"].short_names == ["th"] and defs["v1beta1"].categories == ["stuff"]
+
+
+# ---- nested types as OpenAPI definitions -----------------------------------
+
+
+class Wheel:
+    """Wheel is one wheel of a cart (v1)."""
+
+    size: int = 16
+
+
+class WheelV2:
+    """Wheel is one wheel of a cart (v2), with a colour."""
+
+    size: int = 16
+    colour: str = "black"
+
+
+async def test_nested_types_are_named_definitions(tmp_path: Path) -> None:
+    """As a Go extension server publishes its structs: each nested class once, under
+    <reverse group>.<version>.<Name>, every use a reference; two versions' types do not clash."""
+    app = ExtensionServer(group="carts.example.com", version="v1", namespace="carts", service_name="api")
+
+    class CartStatus:
+        wheels_seen: int = 0
+
+    @resource(app, kind="Cart", plural="carts", status=CartStatus, storage=True)
+    class Cart:
+        """CartSpec is the specification of a Cart."""
+
+        front: Annotated[Wheel, Field(description="the front wheel")]
+        back: list[Wheel] = []  # noqa: RUF012 - a schema default, never mutated
+
+    WheelV2.__name__ = "Wheel"  # the same type name in another version
+
+    @resource(app, kind="Cart", plural="carts", status=CartStatus, version="v2")
+    class CartV2:
+        front: WheelV2
+
+    @app.converter(Cart, "v1", "v2")
+    def up(obj: dict[str, Any]) -> dict[str, Any]:
+        return obj
+
+    @app.converter(Cart, "v2", "v1")
+    def down(obj: dict[str, Any]) -> dict[str, Any]:
+        return obj
+
+    store = await open_sqlite_store(str(tmp_path / "store.db"))
+    server = app.build(store, AllowAll(), AllowAll())
+    client = TestClient(TestServer(server.build_app()))
+    await client.start_server()
+    try:
+        v2 = orjson.loads(await (await client.get("/openapi/v2")).read())["definitions"]
+        v3 = orjson.loads(await (await client.get("/openapi/v3/apis/carts.example.com/v1")).read())
+        v3_2 = orjson.loads(await (await client.get("/openapi/v3/apis/carts.example.com/v2")).read())
+    finally:
+        await client.close()
+        await server.stop()
+        await store.close()
+    schemas = v3["components"]["schemas"]
+    ref2, ref3 = "#/definitions/com.example.carts.", "#/components/schemas/com.example.carts."
+    # The decorated class is the spec: named <Kind>Spec, as the kind itself is com.example.carts.v1.Cart.
+    assert v2["com.example.carts.v1.Cart"]["properties"]["spec"]["$ref"] == ref2 + "v1.CartSpec"
+    assert schemas["com.example.carts.v1.Cart"]["properties"]["spec"]["allOf"] == [{"$ref": ref3 + "v1.CartSpec"}]
+    assert v2["com.example.carts.v1.Cart"]["properties"]["status"] == {"$ref": ref2 + "v1.CartStatus"}
+    spec2, spec3 = v2["com.example.carts.v1.CartSpec"], schemas["com.example.carts.v1.CartSpec"]
+    assert spec3["description"] == "CartSpec is the specification of a Cart."
+    assert spec2["required"] == ["front"]
+    # A field's own description stays beside the reference (allOf in v3, where $ref takes no siblings).
+    assert spec3["properties"]["front"] == {"allOf": [{"$ref": ref3 + "v1.Wheel"}], "description": "the front wheel"}
+    assert spec2["properties"]["back"]["items"] == {"$ref": ref2 + "v1.Wheel"}
+    assert schemas["com.example.carts.v1.Wheel"] == v2["com.example.carts.v1.Wheel"] == {
+        "type": "object", "description": "Wheel is one wheel of a cart (v1).",
+        "properties": {"size": {"type": "integer", "format": "int64", "default": 16}}}
+    # v2's Wheel is another definition: the version is in the name.
+    assert set(v2["com.example.carts.v2.Wheel"]["properties"]) == {"size", "colour"}
+    assert set(v3_2["components"]["schemas"]["com.example.carts.v2.Wheel"]["properties"]) == {"size", "colour"}
+    assert "com.example.carts.v2.Wheel" not in schemas
+    assert "com.example.carts.v1.Wheel" not in v3_2["components"]["schemas"]
+    assert b"x-kplane" not in orjson.dumps([v2, v3, v3_2])
