@@ -176,6 +176,15 @@ class ExtensionServer:
     def _add(self, handle: ResourceHandle) -> None:
         rdef = handle.rdef
         kind, plural = rdef.kind, rdef.plural
+        # OpenAPI publishes a group-version's nested types once by name (Declaration.type_name):
+        # two different classes of one name in one version would leave one kind described wrongly.
+        for other in self.all_handles:
+            if other.rdef.version != rdef.version:
+                continue
+            for name, schema in rdef.definitions.items():
+                if other.rdef.definitions.get(name, schema) != schema:
+                    raise TypeError(f"{name.rsplit('.', 1)[-1]} names different types in {kind} and "
+                                    f"{other.rdef.kind} ({rdef.version}): rename one of them")
         first = self.handles.get(kind) or self.handles.get(plural)
         if first is not None:
             if (first.rdef.kind, first.rdef.plural, first.rdef.namespaced) != (kind, plural, rdef.namespaced):

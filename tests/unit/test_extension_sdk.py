@@ -643,3 +643,20 @@ async def test_nested_types_are_named_definitions(tmp_path: Path) -> None:
     assert "com.example.carts.v2.Wheel" not in schemas
     assert "com.example.carts.v1.Wheel" not in v3_2["components"]["schemas"]
     assert b"x-kplane" not in orjson.dumps([v2, v3, v3_2])
+
+
+def test_two_types_of_one_name_in_one_version_are_refused() -> None:
+    """A version's nested types are published once by name: a second, different type of the same
+    name would leave one kind described wrongly, so declaring it fails."""
+    app = ExtensionServer(group="garage.example.com", version="v1", namespace="garage", service_name="api")
+
+    @resource(app, kind="Bike", plural="bikes", storage=True)
+    class Bike:
+        front: Wheel
+
+    other_wheel = type("Wheel", (), {"__annotations__": {"colour": str}, "colour": "black", "__module__": __name__})
+    car = type("Car", (), {"__annotations__": {"front": other_wheel}, "__module__": __name__})
+    with pytest.raises(TypeError, match=r"Wheel names different types in Car and Bike \(v1\)"):
+        resource(app, kind="Car", plural="cars", storage=True)(car)
+    truck = type("Truck", (), {"__annotations__": {"front": Wheel}, "__module__": __name__})
+    resource(app, kind="Truck", plural="trucks", storage=True)(truck)  # the same Wheel: fine
