@@ -356,7 +356,7 @@ async def _delete_options(request: web.Request) -> Obj:
     if "gracePeriodSeconds" in q and "gracePeriodSeconds" not in options:
         options["gracePeriodSeconds"] = _query_int64(q["gracePeriodSeconds"])
     grace = options.get("gracePeriodSeconds")
-    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int) or not -(2**63) <= grace < 2**63):
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int) or grace not in _INT64):
         raise errors.bad_request(f"json: cannot unmarshal {_json_kind(grace)} into Go struct field "
                                  "DeleteOptions.gracePeriodSeconds of type int64")
     if "orphanDependents" in q and "orphanDependents" not in options:
@@ -485,6 +485,9 @@ def _list_options(reg: Registry, query: Any, watch: bool = False, name: str = ""
                        resource_version_match=rv_match)
 
 
+_INT64 = range(-(2**63), 2**63)  # Go's int64
+
+
 def _query_int64(value: str) -> int:
     """An int64 query parameter as upstream's conversion reads it (strconv.ParseInt(v, 10, 64));
     malformed or out of range is a 400 with strconv's message."""
@@ -492,7 +495,7 @@ def _query_int64(value: str) -> int:
     if not digits or not digits.isascii() or not digits.isdigit():
         raise errors.bad_request(f'strconv.ParseInt: parsing "{value}": invalid syntax')
     n = int(value)
-    if not -(2**63) <= n < 2**63:
+    if n not in _INT64:
         raise errors.bad_request(f'strconv.ParseInt: parsing "{value}": value out of range')
     return n
 

@@ -46,6 +46,20 @@ class MediaChoice:
         return f"meta.k8s.io/{self.as_version or 'v1'}"
 
 
+# The media ranges of an Accept clause this server can answer (JSON or YAML).
+_SERVED = frozenset(("application/json", "*/*", "application/*", "application/yaml"))
+
+
+def _clauses(accept: str) -> list[tuple[str, dict[str, str]]]:
+    """An Accept header's clauses in the client's order: (lower-cased media range, parameters)."""
+    out = []
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        params = {k.strip(): v.strip() for k, _, v in (f.partition("=") for f in fields[1:] if "=" in f)}
+        out.append((fields[0].lower(), params))
+    return out
+
+
 @functools.lru_cache(maxsize=256)  # clients send the same few Accept headers over and over
 def parse_accept(accept: str) -> MediaChoice:
     """Pick the first acceptable alternative, in the client's order, as upstream does.
@@ -55,15 +69,8 @@ def parse_accept(accept: str) -> MediaChoice:
     """
     if not accept:
         return MediaChoice()
-    for part in accept.split(","):
-        fields = [f.strip() for f in part.split(";")]
-        mime = fields[0].lower()
-        params = {}
-        for f in fields[1:]:
-            if "=" in f:
-                k, v = f.split("=", 1)
-                params[k.strip()] = v.strip()
-        if mime in ("application/json", "*/*", "application/*", "application/yaml"):
+    for mime, params in _clauses(accept):
+        if mime in _SERVED:
             as_kind = params.get("as", "")
             yaml_wanted = mime == "application/yaml"
             pretty = params.get("pretty") == "1"  # acceptMediaTypeOptions: only "1"
@@ -99,14 +106,6 @@ def _prettied(choice: MediaChoice) -> MediaChoice:
     return dataclasses.replace(choice, pretty=True)
 
 
-@functools.lru_cache(maxsize=256)  # a client sends one Accept and one User-Agent, over and over
-def _negotiated(accept: str, user_agent: str) -> MediaChoice:
-    choice = parse_accept(accept)
-    if not choice.pretty and user_agent.startswith(_PRETTY_AGENTS):
-        return _prettied(choice)
-    return choice
-
-
 def _pretty_by_request(request: Any, choice: MediaChoice) -> MediaChoice:
     """`choice`, indented when upstream's isPrettyPrint says so (see negotiate)."""
     if choice.pretty:
@@ -122,13 +121,8 @@ def negotiate(request: Any) -> MediaChoice:
     NegotiateOutputMediaType does (`mediaType.Pretty || isPrettyPrint(req)`). isPrettyPrint: a
     non-empty `?pretty=` decides (strconv.ParseBool: pretty=1 or true; an unparsable value is
     false), else a User-Agent starting with curl, Wget or Mozilla/5.0. Costs the clients that ask
-    for none of it one query lookup and one cached call."""
-    headers = request.headers
-    value = request.query.get("pretty")
-    if value:
-        choice = parse_accept(headers.get(hdrs.ACCEPT, ""))
-        return _prettied(choice) if value in _PARSE_BOOL_TRUE and not choice.pretty else choice
-    return _negotiated(headers.get(hdrs.ACCEPT, ""), headers.get(hdrs.USER_AGENT, ""))
+    for none of it a query and a header lookup beside the cached parse."""
+    return _pretty_by_request(request, parse_accept(request.headers.get(hdrs.ACCEPT, "")))
 
 
 @functools.lru_cache(maxsize=256)
@@ -139,15 +133,9 @@ def _error_accept(accept: str) -> MediaChoice | None:
     (only protobuf, only conversions): the Status is then written raw (WriteRawJSON)."""
     if not accept:
         return MediaChoice()
-    for part in accept.split(","):
-        fields = [f.strip() for f in part.split(";")]
-        mime = fields[0].lower()
-        if mime not in ("application/json", "*/*", "application/*", "application/yaml"):
-            continue
-        params = {k.strip(): v.strip() for k, _, v in (f.partition("=") for f in fields[1:] if "=" in f)}
-        if "as" in params:
-            continue
-        return MediaChoice(yaml=mime == "application/yaml", pretty=params.get("pretty") == "1")
+    for mime, params in _clauses(accept):
+        if mime in _SERVED and "as" not in params:
+            return MediaChoice(yaml=mime == "application/yaml", pretty=params.get("pretty") == "1")
     return None
 
 
@@ -273,5 +261,6 @@ def encode(obj: Any, choice: MediaChoice | None = None) -> tuple[bytes, str]:
 
 def encode_raw(obj: Any) -> bytes:
     """What upstream's responsewriters.WriteRawJSON writes (json.MarshalIndent: two-space indent,
-    no trailing newline): /version, the / path index, and a Status no serializer was negotiated for."""
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2)
+    no trailing newline): /version, the / path index, and a Status no serializer was negotiated for.
+    The same bytes as the pretty serializer's."""
+    return encode(obj, PRETTY)[0]
