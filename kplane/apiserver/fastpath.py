@@ -262,7 +262,7 @@ class FastRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._header_timer = self._loop.call_later(READ_HEADER_TIMEOUT, self._header_timeout)
+        self._arm_header_timer()  # the first request head is counted from the connection's start
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -272,8 +272,15 @@ class FastRequestHandler(RequestHandler):
             return
         if self._aio_partial or (self._fast_wait and b"\r\n\r\n" not in self._fast_wait):
             if self._header_timer is None:  # a request head has begun: it has READ_HEADER_TIMEOUT
-                self._header_timer = self._loop.call_later(READ_HEADER_TIMEOUT, self._header_timeout)
+                self._arm_header_timer()
         elif self._header_timer is not None:
+            self._disarm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self._loop.call_later(READ_HEADER_TIMEOUT, self._header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
 
@@ -330,9 +337,7 @@ class FastRequestHandler(RequestHandler):
         await super().shutdown(timeout)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._disarm_header_timer()
         task, self._fast_task = self._fast_task, None
         if task is not None and not task.done():
             task.cancel()
@@ -397,9 +402,7 @@ class FastRequestHandler(RequestHandler):
         """A request head past MAX_HEAD_BYTES: answer as Go's server does and close."""
         transport = self.transport
         self._refused = self._force_close = True
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._disarm_header_timer()
         if transport is None:
             return
         log.debug("refusing a request head of more than %d bytes", MAX_HEAD_BYTES)
