@@ -72,6 +72,10 @@ class BackendConnection(asyncio.Protocol):
         if exchange is not None:
             exchange.backend_lost()
 
+    def send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
@@ -151,12 +155,17 @@ class Exchange:
     `client` is the caller's connection (apiserver/fastpath.py's handler): its `transport`,
     `express_finished(keep_alive)` once the answer is out, and `express_retry()` to hand the
     request to the ordinary path. `on_end(code)` is told the status once the exchange is over
-    (0: broken off; -1: handed back unanswered)."""
+    (0: broken off; -1: handed back unanswered).
 
-    def __init__(self, client: Any, conn: BackendConnection, *, keep_alive: bool, audit_id: str,
-                 on_end: Callable[[int], None]):
+    The request is sent (conn.send) before the exchange is made: the backend is at work on it
+    while the proxy does its bookkeeping, and its answer cannot be read before the event loop
+    runs again. `audit_id`, the caller's Audit-Id for the answer, may be set until then too."""
+
+    def __init__(self, client: Any, conn: BackendConnection, *, keep_alive: bool,
+                 on_end: Callable[[int], None], audit_id: str = ""):
         self.client = client
         self.conn = conn
+        conn.exchange = self
         self.keep_alive = keep_alive
         self.audit_id = audit_id
         self.on_end = on_end
@@ -169,11 +178,6 @@ class Exchange:
         self.excess = False  # the backend sent more than its answer: its connection is not reused
         self.ended = False  # finished, broken off or handed back: nothing more to do
         self.paused = False
-
-    def start(self, request_bytes: bytes) -> None:
-        self.conn.exchange = self
-        assert self.conn.transport is not None
-        self.conn.transport.write(request_bytes)
 
     # ---- from the backend ---------------------------------------------------------------------
 

@@ -260,10 +260,11 @@ class Proxy:
         target = self.targets.get((info.api_group, info.api_version))
         return target is not None and target.available
 
-    def serve_now(self, request: Any, info: Any, user: Any, audit_id: str) -> Exchange | None:
+    def serve_now(self, request: Any, info: Any, user: Any) -> Exchange | None:
         """Start relaying an authorized request (fully received, as the fast lane parsed it) on an
         idle backend connection; None, having dialled one for the next request if there was
-        none, when the ordinary path must serve it."""
+        none, when the ordinary path must serve it. The request is on its way before anything
+        else is done with it (express.Exchange)."""
         target = self.targets.get((info.api_group, info.api_version))
         if target is None or not target.available or target.error or target.ssl_context is None:
             return None
@@ -280,7 +281,9 @@ class Proxy:
         head = request_head_bytes(request.method, request.raw_path, request.headers, ep.host, ep.port, user,
                                   request.remote,
                                   len(body) if body or request.method in ("POST", "PUT", "PATCH") else None)
-        name, method, start = target.name, request.method, time.perf_counter()
+        start = time.perf_counter()
+        conn.send(head + body)
+        name, method = target.name, request.method
         self.metrics.started(name)
 
         def on_end(code: int) -> None:
@@ -290,10 +293,7 @@ class Proxy:
                 self.metrics.observe(name, method, code, time.perf_counter() - start)
                 self.metrics.express[name] = self.metrics.express.get(name, 0) + 1
 
-        exchange = Exchange(request._protocol, conn, keep_alive=request.keep_alive, audit_id=audit_id,
-                            on_end=on_end)
-        exchange.start(head + body)
-        return exchange
+        return Exchange(request._protocol, conn, keep_alive=request.keep_alive, on_end=on_end)
 
     async def _roundtrip(self, request: web.Request, target: Target, host: str, port: int,
                          user: Any) -> web.StreamResponse:

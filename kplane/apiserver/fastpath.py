@@ -225,7 +225,7 @@ class FastRequestHandler(RequestHandler):
 
     __slots__ = ("_aio_head", "_aio_partial", "_aio_payload", "_express", "_express_over", "_express_request",
                  "_fast_head", "_fast_held", "_fast_held_paused", "_fast_task", "_fast_wait", "_header_timer", "_lane",
-                 "_peer_der", "_peer_host", "_refused")
+                 "_peer_der", "_peer_host", "_refused", "express_verdict")
 
     def __init__(self, *args: Any, lane: FastLane, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -246,6 +246,7 @@ class FastRequestHandler(RequestHandler):
         self._peer_der: Any = _UNSET
         self._fast_head: _Head | None = None  # the last header block parsed on this connection
         self._header_timer: asyncio.TimerHandle | None = None  # armed while a request head is awaited
+        self.express_verdict: Any = None  # the server's last express decision on this connection (server.py)
 
     def peer_host(self) -> str | None:
         if self._peer_host is _UNSET:

@@ -13,7 +13,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aiohttp import web
 
@@ -172,16 +172,45 @@ class GenericAPIServer:
         """The express delegate's exchange for `request` (the aggregator's proxy, express.py),
         when all the filter chain would do before it can be decided on the spot: a caller
         authenticated without waiting, no impersonation, allowed by the synchronous authorizer.
-        None leaves the request to the filter chain, which also answers every failure."""
+        None leaves the request to the filter chain, which also answers every failure. The
+        delegate sends the request before it returns; the exchange takes the Audit-Id after."""
         delegate = self.express_delegate
+        if delegate is None:
+            return None
+        verdict = self._express_verdict(request)
+        if verdict is None:
+            return None
+        exchange = delegate.serve_now(request, verdict.info, verdict.user)
+        if exchange is not None:  # the request is on its way: what is left is bookkeeping
+            exchange.audit_id = audit_id(request)
+            request["info"] = verdict.info
+            request["authenticated_user"] = request["user"] = verdict.user
+            request["attributes"] = verdict.attrs
+        return exchange
+
+    def _express_verdict(self, request: Any) -> _ExpressVerdict | None:
+        """Who is asking and that they may, for the express lane; None when the filter chain must
+        decide. A connection that repeats its last request (the same header block, method and
+        path: a client polling, a controller's GETs) reuses the last decision while the
+        authorizer's revision is unchanged, for up to EXPRESS_VERDICT_SECONDS (kube-apiserver
+        keeps a token's authentication for 10 s)."""
         authenticate_now = getattr(self.authenticator, "authenticate_now", None)
         authorize_now = getattr(self.authorizer, "authorize_sync", None)
-        if delegate is None or authenticate_now is None or authorize_now is None:
+        if authenticate_now is None or authorize_now is None:
             return None
+        revision_of = getattr(self.authorizer, "revision", None)
+        revision = revision_of() if revision_of is not None else None
+        now = time.monotonic()
+        protocol = request._protocol
+        last = protocol.express_verdict
+        if (last is not None and revision is not None and last.headers is request.headers
+                and last.raw_path == request.raw_path and last.method == request.method
+                and last.revision == revision and now < last.expires):
+            return last
         path = request.raw_path.partition("?")[0]
         # The lane takes no watch; a path without escapes is its own decoded form (yarl's, otherwise).
         info = resolve_unwatched(request.method, path if "%" not in path else request.path)
-        if not delegate.claims(info):
+        if not self.express_delegate.claims(info):
             return None
         try:
             user = authenticate_now(request)
@@ -193,10 +222,10 @@ class GenericAPIServer:
             return None
         if decision != ALLOW:
             return None
-        request["info"] = info
-        request["authenticated_user"] = request["user"] = user
-        request["attributes"] = attrs
-        return delegate.serve_now(request, info, user, audit_id(request))
+        verdict = _ExpressVerdict(request.headers, request.method, request.raw_path, revision,
+                                  now + EXPRESS_VERDICT_SECONDS, info, user, attrs)
+        protocol.express_verdict = verdict if revision is not None else None
+        return verdict
 
     async def stop(self) -> None:
         self.health.shutting_down = True
@@ -459,6 +488,21 @@ class LocalDiscovery:
             versions = self.ordered_versions(g, list(local[g]))
             items.append(disco.aggregated_group(g, [disco.aggregated_version(v, local[g][v]) for v in versions]))
         return disco.aggregated_list(items)
+
+
+# How long a connection's express decision is reused (GenericAPIServer._express_verdict).
+EXPRESS_VERDICT_SECONDS = 1.0
+
+
+class _ExpressVerdict(NamedTuple):
+    headers: Any  # the header block's parsed headers (fastpath._Head): the same object while it repeats
+    method: str
+    raw_path: str
+    revision: Any  # the authorizer's revision it was decided at
+    expires: float  # time.monotonic()
+    info: RequestInfo
+    user: UserInfo
+    attrs: RequestAttributes
 
 
 def _attributes(user: UserInfo, info: RequestInfo) -> RequestAttributes:

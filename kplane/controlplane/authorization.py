@@ -43,6 +43,9 @@ Obj = dict[str, Any]
 MODES = ("RBAC", "AlwaysAllow", "AlwaysDeny")
 
 
+_RBAC_PLURALS = ("clusterroles", "clusterrolebindings", "roles", "rolebindings")
+
+
 class RegistryRoleSource:
     """RoleSource over the RBAC registries' watch caches. Lists are memoised per cache revision."""
 
@@ -72,6 +75,17 @@ class RegistryRoleSource:
             return None
         hit = reg.cacher.get(reg.rdef.key(namespace or None, name))
         return hit[1] if hit is not None else None
+
+    def revision(self) -> int:
+        """Changes whenever any role or binding may have: the sum of the four watch caches'
+        revisions (each only grows), -1 while one of them is not there."""
+        total = 0
+        for plural in _RBAC_PLURALS:
+            reg = self._registry(plural)
+            if reg is None or reg.cacher is None:
+                return -1
+            total += reg.cacher.revision
+        return total
 
     def cluster_roles(self) -> list[dict]:
         return self._list("clusterroles")
@@ -121,6 +135,14 @@ class ControlPlaneAuthorizer:
 
     def authorize_sync(self, attrs: RequestAttributes) -> tuple[str, str]:
         return union_authorize(self._chain, attrs)
+
+    def revision(self) -> int | None:
+        """What the decisions depend on besides the request: equal revisions, equal decisions
+        for equal attributes. None when they cannot be told apart (no cache to read it from)."""
+        if "RBAC" not in self.modes:
+            return 0
+        revision = self.source.revision()
+        return None if revision < 0 else revision
 
     async def authorize(self, attrs: RequestAttributes) -> tuple[str, str]:
         return self.authorize_sync(attrs)

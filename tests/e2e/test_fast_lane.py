@@ -263,3 +263,28 @@ def test_the_feature_gate_turns_the_lane_off():
                 assert reader.response()[0] == 200
         metrics = Kubectl(own.kubeconfig)("get", "--raw", "/metrics")
         assert "kplane_apiserver_fast_lane_requests_total 0" in metrics
+
+
+def test_a_revoked_grant_is_refused_on_the_same_connection(kp, kubectl, backend):
+    # The express lane reuses a connection's last decision while RBAC is unchanged
+    # (server._express_verdict); deleting the binding must end it for the next request.
+    kubectl("create", "serviceaccount", "fl-carol", "-n", "default")
+    kubectl("create", "clusterrolebinding", "fl-carol", "--clusterrole=cluster-admin",
+            "--serviceaccount=default:fl-carol")
+    token = kubectl("create", "token", "fl-carol", "-n", "default").strip()
+    request = _request("GET", FLUNDERS, {"Authorization": f"Bearer {token}"})
+    with _connect(kp, client_cert=False) as sock:
+        reader = _Reader(sock)
+        for _ in range(3):
+            sock.sendall(request)
+            status, _, body = reader.response()
+            assert status == 200 and "system:serviceaccount:default:fl-carol" in _caller(body)
+        kubectl("delete", "clusterrolebinding", "fl-carol")
+        deadline = time.monotonic() + 5
+        while True:
+            sock.sendall(request)
+            status, _, body = reader.response()
+            if status == 403 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert status == 403 and json.loads(body)["reason"] == "Forbidden"

@@ -113,8 +113,8 @@ async def backend(tmp_path):
 
 async def exchange(conn, request: bytes = b"GET /apis/x/v1/things HTTP/1.1\r\nHost: b\r\n\r\n"):
     client, ends = FakeClient(), []
-    ex = Exchange(client, conn, keep_alive=True, audit_id="audit-1", on_end=ends.append)
-    ex.start(request)
+    conn.send(request)
+    Exchange(client, conn, keep_alive=True, audit_id="audit-1", on_end=ends.append)
     await asyncio.wait_for(client.done.wait(), 5)
     return client, ends
 
@@ -122,8 +122,8 @@ async def exchange(conn, request: bytes = b"GET /apis/x/v1/things HTTP/1.1\r\nHo
 async def broken_exchange(conn):
     """An exchange whose backend breaks it: returns once the caller's connection is closed."""
     client, ends = FakeClient(), []
-    Exchange(client, conn, keep_alive=True, audit_id="a", on_end=ends.append).start(
-        b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+    conn.send(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+    Exchange(client, conn, keep_alive=True, audit_id="a", on_end=ends.append)
     for _ in range(200):
         if client.transport.closed:
             return client, ends
@@ -218,8 +218,8 @@ async def test_a_slow_caller_pauses_the_backend(backend):
     conn = await connection()
     client, ends = FakeClient(), []
     client.transport.buffered = 10 * 1024 * 1024  # the caller reads nothing
+    conn.send(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
     ex = Exchange(client, conn, keep_alive=True, audit_id="a", on_end=ends.append)
-    ex.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
     for _ in range(200):
         if ex.paused:
             break
@@ -236,8 +236,8 @@ async def test_the_caller_going_away_closes_the_backend_connection(backend):
     state["script"] = lambda r: ([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", b"12345"], False)
     conn = await connection()
     client, ends = FakeClient(), []
+    conn.send(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
     ex = Exchange(client, conn, keep_alive=True, audit_id="a", on_end=ends.append)
-    ex.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
     await asyncio.sleep(0.1)
     ex.client_lost()
     await asyncio.sleep(0.05)
