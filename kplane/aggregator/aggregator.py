@@ -23,7 +23,7 @@ from kplane.aggregator import handshake
 from kplane.aggregator.autoregister import AutoRegistrar
 from kplane.aggregator.availability import AvailabilityController, DiscoveryProber
 from kplane.aggregator.discovery import MergedDiscovery
-from kplane.aggregator.endpoints import EndpointResolver, registry_lookup, registry_slice_lister
+from kplane.aggregator.endpoints import EndpointResolver, registry_lookup, registry_revision, registry_slice_lister
 from kplane.aggregator.liveness import BackendLiveness
 from kplane.aggregator.metrics import AggregatorMetrics
 from kplane.aggregator.namespaces import RemoteContent, delete_remote_content
@@ -52,7 +52,7 @@ class Aggregator:
         self.metrics = AggregatorMetrics()
         self.registry = server.install(apis.apiservice_def())
         self.lookup = registry_lookup(server)
-        self.resolver = EndpointResolver(self.lookup, registry_slice_lister(server))
+        self.resolver = EndpointResolver(self.lookup, registry_slice_lister(server), registry_revision(server))
         self.proxy = Proxy(self.resolver, self.metrics)
         self.cache: dict[str, Obj] = {}
         self._specs: dict[str, Any] = {}

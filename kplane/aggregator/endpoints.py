@@ -84,11 +84,17 @@ def has_ready_endpoint_in_subsets(endpoints: Obj, port_name: str) -> bool:
 
 
 class EndpointResolver:
-    def __init__(self, lookup: Lookup, list_slices: SliceLister | None = None):
+    """`revision`, when given, changes whenever a Service, Endpoints or EndpointSlice may have
+    (registry_revision): while it stands, a Service's endpoints are not looked up again."""
+
+    def __init__(self, lookup: Lookup, list_slices: SliceLister | None = None,
+                 revision: Callable[[], int] | None = None):
         self.lookup = lookup
         self.list_slices = list_slices
+        self.revision = revision
         self._rr: dict[tuple[str, str, int], itertools.count] = {}
         self._memo: dict[tuple[str, str, int], tuple[Obj, Obj, list[Endpoint]]] = {}
+        self._resolved: dict[tuple[str, str, int], tuple[int, list[Endpoint]]] = {}
 
     def endpoints_for(self, namespace: str, name: str, port: int) -> list[Endpoint]:
         svc = self.lookup("", "v1", "services", namespace, name)
@@ -120,10 +126,20 @@ class EndpointResolver:
         return found
 
     def resolve(self, namespace: str, name: str, port: int) -> Endpoint:
-        found = self.endpoints_for(namespace, name, port)
+        key = (namespace, name, port)
+        revision = self.revision() if self.revision is not None else -1
+        hit = self._resolved.get(key)
+        if hit is not None and hit[0] == revision >= 0:
+            found = hit[1]
+        else:
+            found = self.endpoints_for(namespace, name, port)
+            if revision >= 0:
+                if len(self._resolved) >= 1024:
+                    self._resolved.clear()
+                self._resolved[key] = (revision, found)
         if len(found) == 1:
             return found[0]
-        counter = self._rr.setdefault((namespace, name, port), itertools.count())
+        counter = self._rr.setdefault(key, itertools.count())
         return found[next(counter) % len(found)]
 
 
@@ -138,6 +154,24 @@ def registry_lookup(server: Any) -> Lookup:
         return None if hit is None else hit[1]
 
     return lookup
+
+
+def registry_revision(server: Any) -> Callable[[], int]:
+    """EndpointResolver's revision over a GenericAPIServer's watch caches of Services, Endpoints
+    and EndpointSlices: the sum of their revisions (each only grows); -1 while one is missing."""
+    resources = (("", "v1", "services"), ("", "v1", "endpoints"), ("discovery.k8s.io", "v1", "endpointslices"))
+    cachers: list[Any] = []
+
+    def revision() -> int:
+        if not cachers:
+            found = [getattr(server.registries.get(r), "cacher", None) for r in resources]
+            if any(c is None for c in found):
+                return -1
+            cachers.extend(found)  # built-in registries: installed once with their caches
+        a, b, c = cachers
+        return a.revision + b.revision + c.revision
+
+    return revision
 
 
 def registry_slice_lister(server: Any) -> SliceLister:

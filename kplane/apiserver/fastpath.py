@@ -225,7 +225,7 @@ class FastRequestHandler(RequestHandler):
 
     __slots__ = ("_aio_head", "_aio_partial", "_aio_payload", "_express", "_express_over", "_express_request",
                  "_fast_head", "_fast_held", "_fast_held_paused", "_fast_task", "_fast_wait", "_header_timer", "_lane",
-                 "_peer_der", "_peer_host", "_refused", "express_verdict")
+                 "_fast_repeat", "_peer_der", "_peer_host", "_refused", "express_verdict")
 
     def __init__(self, *args: Any, lane: FastLane, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -245,6 +245,9 @@ class FastRequestHandler(RequestHandler):
         self._peer_host: Any = _UNSET
         self._peer_der: Any = _UNSET
         self._fast_head: _Head | None = None  # the last header block parsed on this connection
+        # The last bodiless request that came in one read of its own, as taken: a read with the
+        # same bytes is the same request, and is taken without parsing it again.
+        self._fast_repeat: tuple[bytes, str, str, _Head] | None = None
         self._header_timer: asyncio.TimerHandle | None = None  # armed while a request head is awaited
         self.express_verdict: Any = None  # the server's last express decision on this connection (server.py)
 
@@ -413,6 +416,11 @@ class FastRequestHandler(RequestHandler):
     def _take(self, data: bytes) -> tuple[FastRequest | None, bytes] | None:
         """(request, bytes after it); (None, b"") when a claimed request is still arriving; None
         when the request is not for the fast lane."""
+        repeat = self._fast_repeat
+        if repeat is not None and repeat[0] == data:
+            _, method, target, parsed = repeat
+            return FastRequest(self._lane, self, method, target, parsed.headers, b"", parsed.keep_alive,
+                               parsed.impersonating), b""
         line_end = data.find(b"\r\n", 0, _MAX_HEAD)
         if line_end < 0:
             return (None, b"") if len(data) < _MAX_HEAD and self._could_be_claimed(data) else None
@@ -442,6 +450,8 @@ class FastRequestHandler(RequestHandler):
         body = data[body_start:body_start + length]
         request = FastRequest(self._lane, self, method, target, parsed.headers, body, parsed.keep_alive,
                               parsed.impersonating)
+        if length == 0 and body_start == len(data):
+            self._fast_repeat = (data, method, target, parsed)
         return request, data[body_start + length:]
 
     def _could_be_claimed(self, data: bytes) -> bool:

@@ -234,3 +234,27 @@ def test_request_head_bytes_is_request_head_encoded_whatever_is_remembered():
     head = request_head_bytes("GET", path, headers, "10.1.2.3", 8443, bob, "127.0.0.1", None).decode()
     assert "X-Remote-User: bob\r\n" in head and "alice" not in head and "Bearer" not in head
     assert "X-Forwarded-For: 10.0.0.9, 127.0.0.1\r\n" in head
+
+
+def test_resolved_endpoints_are_kept_while_the_revision_stands():
+    objs = {("services", "wardle", "api"): {"spec": {"ports": [{"name": "https", "port": 443}]}},
+            ("endpoints", "wardle", "api"): {"subsets": [{"addresses": [{"ip": "127.0.0.1"}, {"ip": "127.0.0.2"}],
+                                                         "ports": [{"name": "https", "port": 8443}]}]}}
+    lookups, revision = [], [7]
+
+    def lookup(g, v, plural, ns, name):
+        lookups.append(plural)
+        return objs.get((plural, ns, name))
+
+    resolver = EndpointResolver(lookup, revision=lambda: revision[0])
+    hosts = [resolver.resolve("wardle", "api", 443).host for _ in range(4)]
+    assert hosts == ["127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"]  # still spread over both
+    assert lookups == ["services", "endpoints"]  # looked up once
+    objs[("endpoints", "wardle", "api")] = {"subsets": [{"addresses": [{"ip": "127.0.0.3"}],
+                                                        "ports": [{"name": "https", "port": 8443}]}]}
+    revision[0] = 8  # the watch caches moved on
+    assert resolver.resolve("wardle", "api", 443).host == "127.0.0.3"
+    revision[0] = -1  # a cache is missing: every call looks up
+    resolver.resolve("wardle", "api", 443)
+    resolver.resolve("wardle", "api", 443)
+    assert len(lookups) == 8

@@ -19,6 +19,7 @@ def _handler() -> FastRequestHandler:
     handler = object.__new__(FastRequestHandler)  # only what _take touches: no aiohttp machinery
     handler._lane = _Lane()
     handler._fast_head = None
+    handler._fast_repeat = None
     handler.transport = None
     return handler
 
@@ -37,6 +38,22 @@ def test_a_repeated_header_block_is_parsed_once_and_a_changed_one_again():
     assert third.headers["Authorization"] == "Bearer b" and third.headers is not first.headers
     closing, _ = handler._take(_raw("Host: x", "Authorization: Bearer b", "Connection: close"))
     assert not closing.keep_alive and third.keep_alive
+
+
+def test_a_repeated_request_is_taken_as_before_and_any_change_parsed_again():
+    handler = _handler()
+    raw = _raw("Host: x", "Authorization: Bearer a")
+    first, _ = handler._take(raw)
+    again, rest = handler._take(bytes(raw))  # the same bytes in a new read
+    assert (again.method, again.raw_path, again.headers, rest) == ("GET", PATH, first.headers, b"")
+    assert again is not first and again.keep_alive
+    other, _ = handler._take(raw.replace(b"GET", b"DELETE", 1))
+    assert other.method == "DELETE" and other.headers is first.headers
+    # With a body, or with more after it in the read, a request is never taken as a repeat.
+    post = _raw("Content-Length: 2", method="POST", body=b"{}")
+    handler._take(post)
+    assert handler._take(post[:-1] + b"]")[0]._body == b"{]"
+    assert handler._take(raw + b"GET")[1] == b"GET" and handler._take(raw + b"GET")[1] == b"GET"
 
 
 def test_the_body_length_and_impersonation_come_with_the_block():
