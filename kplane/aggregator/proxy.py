@@ -108,6 +108,8 @@ def _identity_lines(user: Any) -> list[str]:
 
 
 _header_block_cache: dict[int, tuple[Any, Any, str | None, bytes]] = {}
+_start_line_cache: dict[tuple[str, str, str, int], bytes] = {}  # request line and Host, encoded
+_CACHED_HEAD_MAX = 16 * 1024  # longer header blocks and request lines are encoded every time
 
 
 def request_head_bytes(method: str, raw_path: str, headers: Any, host: str, port: int, user: Any,
@@ -115,17 +117,25 @@ def request_head_bytes(method: str, raw_path: str, headers: Any, host: str, port
     """request_head, encoded, for the express lane. The fast lane hands requests on one
     keep-alive connection the same immutable headers object while the caller sends the same
     header block (fastpath._Head), so the part after the Host line — forwarded headers,
-    identity, X-Forwarded-For — is remembered per (headers, user, remote)."""
+    identity, X-Forwarded-For — is remembered per (headers, user, remote), and the request line
+    with the Host per (method, target, backend)."""
     hit = _header_block_cache.get(id(headers))
     if hit is not None and hit[0] is headers and hit[1] is user and hit[2] == remote:
         block = hit[3]
     else:
         lines = request_head(method, raw_path, headers, host, port, user, remote)[2:]
         block = "".join(f"{line}\r\n" for line in lines).encode("latin-1", "replace")
-        if len(_header_block_cache) >= 1024:
-            _header_block_cache.clear()
-        _header_block_cache[id(headers)] = (headers, user, remote, block)
-    start = f"{method} {raw_path} HTTP/1.1\r\nHost: {_host(host, port)}\r\n".encode("latin-1", "replace")
+        if len(block) <= _CACHED_HEAD_MAX:  # heads may be up to 1 MiB: a full cache stays small
+            if len(_header_block_cache) >= 1024:
+                _header_block_cache.clear()
+            _header_block_cache[id(headers)] = (headers, user, remote, block)
+    start = _start_line_cache.get((method, raw_path, host, port))
+    if start is None:
+        start = f"{method} {raw_path} HTTP/1.1\r\nHost: {_host(host, port)}\r\n".encode("latin-1", "replace")
+        if len(start) <= _CACHED_HEAD_MAX:
+            if len(_start_line_cache) >= 1024:
+                _start_line_cache.clear()
+            _start_line_cache[(method, raw_path, host, port)] = start
     if content_length is None:
         return start + block + b"\r\n"
     return start + block + b"Content-Length: %d\r\n\r\n" % content_length

@@ -258,3 +258,20 @@ def test_resolved_endpoints_are_kept_while_the_revision_stands():
     resolver.resolve("wardle", "api", 443)
     resolver.resolve("wardle", "api", 443)
     assert len(lookups) == 8
+
+
+def test_request_heads_are_remembered_only_when_small():
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from kplane.aggregator import proxy as proxy_module
+
+    user = UserInfo("alice", ("dev",))
+    headers = CIMultiDictProxy(CIMultiDict({"Accept": "application/json"}))
+    for target in ("/apis/g/v1/things", "/apis/g/v1/things?labelSelector=" + "a" * 20_000):
+        proxy_module._start_line_cache.clear()
+        head = proxy_module.request_head_bytes("GET", target, headers, "127.0.0.1", 8443, user, "10.0.0.1", None)
+        assert head.startswith(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:8443\r\n".encode())
+        assert b"X-Remote-User: alice\r\n" in head and head.endswith(b"X-Forwarded-For: 10.0.0.1\r\n\r\n")
+        assert head == proxy_module.request_head_bytes("GET", target, headers, "127.0.0.1", 8443, user,
+                                                       "10.0.0.1", None)
+        assert len(proxy_module._start_line_cache) == (1 if len(target) < 100 else 0)
