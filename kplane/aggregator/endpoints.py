@@ -158,20 +158,9 @@ def registry_lookup(server: Any) -> Lookup:
 
 def registry_revision(server: Any) -> Callable[[], int]:
     """EndpointResolver's revision over a GenericAPIServer's watch caches of Services, Endpoints
-    and EndpointSlices: the sum of their revisions (each only grows); -1 while one is missing."""
-    resources = (("", "v1", "services"), ("", "v1", "endpoints"), ("discovery.k8s.io", "v1", "endpointslices"))
-    cachers: list[Any] = []
-
-    def revision() -> int:
-        if not cachers:
-            found = [getattr(server.registries.get(r), "cacher", None) for r in resources]
-            if any(c is None for c in found):
-                return -1
-            cachers.extend(found)  # built-in registries: installed once with their caches
-        a, b, c = cachers
-        return a.revision + b.revision + c.revision
-
-    return revision
+    and EndpointSlices."""
+    return server.caches_revision([("", "v1", "services"), ("", "v1", "endpoints"),
+                                   ("discovery.k8s.io", "v1", "endpointslices")])
 
 
 def registry_slice_lister(server: Any) -> SliceLister:

@@ -106,6 +106,25 @@ class GenericAPIServer:
         self._defs_changed()
         return registry
 
+    def caches_revision(self, resources: list[tuple[str, str, str]]) -> Callable[[], int]:
+        """A revision of the watch caches of `resources` ((group, version, plural), built in:
+        installed once with their caches): the sum of their revisions, each of which only grows,
+        so it changes whenever one of their objects may have; -1 while one is not installed."""
+        cachers: list[Cacher] = []
+
+        def revision() -> int:
+            if not cachers:
+                found = [getattr(self.registries.get(r), "cacher", None) for r in resources]
+                if any(c is None for c in found):
+                    return -1
+                cachers.extend(found)  # type: ignore[arg-type]
+            total = 0
+            for cacher in cachers:
+                total += cacher.revision
+            return total
+
+        return revision
+
     def install_virtual(self, registry: Any) -> None:
         """Serve a registry whose objects are not stored (see apiserver/virtual.py)."""
         rdef = registry.rdef

@@ -52,7 +52,7 @@ class RegistryRoleSource:
     def __init__(self, server: Any) -> None:
         self._server = server
         self._memo: dict[str, tuple[int, list[dict]]] = {}
-        self._cachers: tuple[Any, ...] | None = None  # the four RBAC watch caches, for revision()
+        self._revision = server.caches_revision([(RBAC_GROUP, "v1", plural) for plural in _RBAC_PLURALS])
 
     def _registry(self, plural: str) -> Registry | None:
         return self._server.registries.get((RBAC_GROUP, "v1", plural))
@@ -78,17 +78,8 @@ class RegistryRoleSource:
         return hit[1] if hit is not None else None
 
     def revision(self) -> int:
-        """Changes whenever any role or binding may have: the sum of the four watch caches'
-        revisions (each only grows), -1 while one of them is not there."""
-        cachers = self._cachers
-        if cachers is None:
-            regs = [self._registry(plural) for plural in _RBAC_PLURALS]
-            if any(reg is None or reg.cacher is None for reg in regs):
-                return -1
-            # Built-in registries: installed once with their watch caches, never replaced.
-            cachers = self._cachers = tuple(reg.cacher for reg in regs)  # type: ignore[union-attr]
-        a, b, c, d = cachers
-        return a.revision + b.revision + c.revision + d.revision
+        """Changes whenever any role or binding may have (-1 while a cache is not there)."""
+        return self._revision()
 
     def cluster_roles(self) -> list[dict]:
         return self._list("clusterroles")
