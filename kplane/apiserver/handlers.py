@@ -207,7 +207,7 @@ class ResourceHandler:
                     obj = self._watch_object(reg, ev, choice, first_table, include)
                     if choice.as_kind == "Table" and ev.type not in ("BOOKMARK", "ERROR"):
                         first_table = False
-                    await resp.write(orjson.dumps({"type": ev.type, "object": obj}) + b"\n")
+                    await resp.write(negotiation.go_escaped(orjson.dumps({"type": ev.type, "object": obj}) + b"\n"))
         except (TimeoutError, ConnectionResetError):
             pass
         except asyncio.CancelledError:

@@ -255,8 +255,25 @@ def encode(obj: Any, choice: MediaChoice | None = None) -> tuple[bytes, str]:
         if choice.yaml:
             return yaml.safe_dump(obj, sort_keys=True).encode(), "application/yaml"
         if choice.pretty:
-            return orjson.dumps(obj, option=orjson.OPT_INDENT_2), JSON
-    return orjson.dumps(obj) + b"\n", JSON
+            return go_escaped(orjson.dumps(obj, option=orjson.OPT_INDENT_2)), JSON
+    return go_escaped(orjson.dumps(obj) + b"\n"), JSON
+
+
+# Go's encoding/json, which upstream's serializer is, writes <, > and & in strings as \u003c,
+# \u003e and \u0026, and the line and paragraph separators U+2028 and U+2029 as \u2028 and
+# \u2029; orjson writes them as they are. In JSON text all of them can only be inside strings
+# (and UTF-8 never contains one as part of another character), so replacing them in the encoded
+# bytes is exact.
+_GO_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"),
+               ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+
+
+def go_escaped(data: bytes) -> bytes:
+    """Encoded JSON with the escapes Go's encoder adds (HTML characters, line separators)."""
+    for raw, escaped in _GO_ESCAPES:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
 
 
 def encode_raw(obj: Any) -> bytes:

@@ -352,3 +352,25 @@ def test_a_head_past_the_limit_after_a_request_on_the_same_connection_is_431(kp)
         while chunk := tls.recv(65536):
             out += chunk
     assert out == GO_431
+
+
+def test_json_escapes_html_characters_and_line_separators_as_gos_encoder(kp, kubectl):
+    """Upstream's JSON is Go's encoding/json: <, > and & in strings are written \\u003c, \\u003e,
+    \\u0026, and U+2028/U+2029 as \\u2028/\\u2029 — in objects, pretty answers, lists and watch
+    events; YAML keeps the characters; clients read back the same text."""
+    text = "<b>a & b</b>\u2028\u2029"
+    body = json.dumps({"metadata": {"name": "html"}, "data": {"k": text}}).encode()
+    code, _, created = call(kp, "POST", "/api/v1/namespaces/default/configmaps", body,
+                            {"Content-Type": "application/json"})
+    escaped = b'"\\u003cb\\u003ea \\u0026 b\\u003c/b\\u003e\\u2028\\u2029"'
+    assert code == 201 and escaped in created and b"<" not in created and b"&" not in created
+    assert escaped in call(kp, "GET", "/api/v1/namespaces/default/configmaps/html")[2]
+    assert escaped in call(kp, "GET", "/api/v1/namespaces/default/configmaps/html?pretty=true")[2]
+    assert escaped in call(kp, "GET", "/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name%3Dhtml")[2]
+    watch = call(kp, "GET", "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1"
+                 "&fieldSelector=metadata.name%3Dhtml")[2]
+    assert escaped in watch and b"<" not in watch
+    yaml_body = call(kp, "GET", "/api/v1/namespaces/default/configmaps/html", headers={"Accept": "application/yaml"})[2]
+    assert b"<b>a & b</b>" in yaml_body
+    assert json.loads(created)["data"]["k"] == text
+    assert kubectl.json("get", "configmap", "html", "-n", "default")["data"]["k"] == text

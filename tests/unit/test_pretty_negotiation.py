@@ -111,3 +111,16 @@ def test_status_errors_pretty_and_not():
     assert pretty.body == json.dumps(err.to_status(), indent=2).encode() and pretty.status == 404
     plain = status_response(err)
     assert plain.body.endswith(b"}\n") and plain.body.count(b"\n") == 1
+
+
+def test_encoded_json_has_gos_escapes_and_decodes_to_the_same_text():
+    import orjson
+
+    from kplane.apiserver import negotiation
+
+    text = "a\\<b>\\\\&\u2028\"\u2029é"  # backslashes before the escaped characters, a quote, non-ASCII
+    for choice in (None, negotiation.PRETTY):
+        body, _ = negotiation.encode({"k": text}, choice)
+        assert not any(c in body for c in (b"<", b">", b"&", "\u2028".encode(), "\u2029".encode()))
+        assert b"\\u003c" in body and "é".encode() in body  # other non-ASCII stays as it is, as in Go
+        assert orjson.loads(body) == {"k": text}
