@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kplane.memo import remember
+
 Obj = dict[str, Any]
 # (group, version, plural, namespace, name) -> object or None
 Lookup = Callable[[str, str, str, str, str], Obj | None]
@@ -134,9 +136,7 @@ class EndpointResolver:
         else:
             found = self.endpoints_for(namespace, name, port)
             if revision >= 0:
-                if len(self._resolved) >= 1024:
-                    self._resolved.clear()
-                self._resolved[key] = (revision, found)
+                remember(self._resolved, key, (revision, found))
         if len(found) == 1:
             return found[0]
         counter = self._rr.setdefault(key, itertools.count())

@@ -30,6 +30,7 @@ from kplane.aggregator.httpclient import BackendError, Pool, Response, _EarlyEOF
 from kplane.aggregator.metrics import AggregatorMetrics
 from kplane.apiserver import onewrite
 from kplane.apiserver.handlers import client_gone
+from kplane.memo import remember
 
 log = logging.getLogger("kplane.aggregator.proxy")
 
@@ -101,9 +102,7 @@ def _identity_lines(user: Any) -> list[str]:
     if hit is not None and hit[0] is user:
         return hit[1]
     lines = [f"{name}: {value}" for name, value in identity_headers(user)]
-    if len(_identity_cache) >= 1024:
-        _identity_cache.clear()
-    _identity_cache[id(user)] = (user, lines)
+    remember(_identity_cache, id(user), (user, lines))
     return lines
 
 
@@ -126,16 +125,12 @@ def request_head_bytes(method: str, raw_path: str, headers: Any, host: str, port
         lines = request_head(method, raw_path, headers, host, port, user, remote)[2:]
         block = "".join(f"{line}\r\n" for line in lines).encode("latin-1", "replace")
         if len(block) <= _CACHED_HEAD_MAX:  # heads may be up to 1 MiB: a full cache stays small
-            if len(_header_block_cache) >= 1024:
-                _header_block_cache.clear()
-            _header_block_cache[id(headers)] = (headers, user, remote, block)
+            remember(_header_block_cache, id(headers), (headers, user, remote, block))
     start = _start_line_cache.get((method, raw_path, host, port))
     if start is None:
         start = f"{method} {raw_path} HTTP/1.1\r\nHost: {_host(host, port)}\r\n".encode("latin-1", "replace")
         if len(start) <= _CACHED_HEAD_MAX:
-            if len(_start_line_cache) >= 1024:
-                _start_line_cache.clear()
-            _start_line_cache[(method, raw_path, host, port)] = start
+            remember(_start_line_cache, (method, raw_path, host, port), start)
     if content_length is None:
         return start + block + b"\r\n"
     return start + block + b"Content-Length: %d\r\n\r\n" % content_length

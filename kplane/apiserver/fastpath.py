@@ -224,8 +224,8 @@ class FastRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the fast lane in front of its parser."""
 
     __slots__ = ("_aio_head", "_aio_partial", "_aio_payload", "_express", "_express_over", "_express_request",
-                 "_fast_head", "_fast_held", "_fast_held_paused", "_fast_task", "_fast_wait", "_header_timer", "_lane",
-                 "_fast_repeat", "_peer_der", "_peer_host", "_refused", "express_verdict")
+                 "_fast_head", "_fast_held", "_fast_held_paused", "_fast_repeat", "_fast_task", "_fast_wait",
+                 "_header_timer", "_lane", "_peer_der", "_peer_host", "_refused", "express_verdict")
 
     def __init__(self, *args: Any, lane: FastLane, **kwargs: Any):
         super().__init__(*args, **kwargs)

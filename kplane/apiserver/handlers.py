@@ -40,11 +40,7 @@ def status_response(err: errors.StatusError, choice: negotiation.MediaChoice | N
                     ) -> web.Response:
     """A Status error as negotiation.error_choice decided: JSON (compact or indented) or YAML;
     None is upstream's WriteRawJSON (indented JSON, for an Accept header that cannot be met)."""
-    status = err.to_status()
-    if choice is None:
-        body, ctype = negotiation.encode_raw(status), negotiation.JSON
-    else:
-        body, ctype = negotiation.encode(status, choice)
+    body, ctype = negotiation.encode(err.to_status(), negotiation.PRETTY if choice is None else choice)
     return web.Response(body=body, status=err.code, content_type=ctype, headers=err.headers or None)
 
 

@@ -47,6 +47,7 @@ from kplane.controlplane.authn.serviceaccount import InvalidToken, ServiceAccoun
 from kplane.controlplane.authn.tokenfile import TokenFileAuthenticator
 from kplane.controlplane.authn.union import with_authenticated_group
 from kplane.controlplane.rbac.authorizer import forbidden_error
+from kplane.memo import remember
 
 log = logging.getLogger("kplane.authn")
 
@@ -254,9 +255,7 @@ class ControlPlaneAuthenticator:
         verdict = _CertVerdict(config, cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp(),
                                front_proxy, denied, self.x509(cert))
         if verdict.not_before <= now <= verdict.not_after:  # outside its window nothing is cached
-            if len(self._verdicts) >= _VERDICT_CACHE_SIZE:
-                self._verdicts.clear()
-            self._verdicts[der] = verdict
+            remember(self._verdicts, der, verdict, _VERDICT_CACHE_SIZE)
         return verdict
 
     def x509(self, cert: x509.Certificate) -> UserInfo | None:
